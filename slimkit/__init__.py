@@ -1,0 +1,28 @@
+"""slimkit: make trained neural networks smaller and faster, and measure what was lost.
+
+Public surface::
+
+    report = slimkit.apply(model, slimkit.RTNConfig(bits=8))          # one-shot method
+    ctl = slimkit.prepare(model, config); ctl.step(p); ctl.finalize()  # training-time method
+    slimkit.save(bundle, "out/"); bundle = slimkit.load("out/")
+"""
+
+from slimkit.api import Controller, apply, prepare
+from slimkit.config import BaseConfig, Targets
+from slimkit.export.slimkit_format import load_slimkit_dir as load_dir
+from slimkit.export.slimkit_format import save
+from slimkit.method import StepReport, registered_names
+from slimkit.models import ModelBundle, load_model
+from slimkit.pipeline import compress
+from slimkit.prune.magnitude import MagnitudePruneConfig
+from slimkit.quantize.rtn import RTNConfig
+from slimkit.recipe import Recipe, load_recipe
+
+load = load_model
+
+__version__ = "0.1.0"
+__all__ = [
+    "apply", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save", "load", "load_dir",
+    "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
+    "MagnitudePruneConfig", "RTNConfig",
+]

@@ -1,0 +1,140 @@
+"""The ``slimkit`` command line: compress, eval, demo, list-methods.
+
+Every command turns expected failures (bad recipe, missing model package, corrupt file) into one
+clear paragraph on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markdown import Markdown
+
+from slimkit.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="slimkit: make trained networks smaller and faster, and measure what was lost.")
+T = TypeVar("T")
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, RuntimeError)
+DEMO_MODEL = "smollm2-135m"
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except EXPECTED_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _compress(model: str, recipe_path: Path, out: Path, calib: str | None, eval_data: str | None,
+              calib_samples: int, overwrite: bool) -> None:
+    from slimkit.pipeline import compress
+    from slimkit.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    report = compress(model, recipe, out, calib=calib, eval_data=eval_data, calib_samples=calib_samples,
+                      overwrite=overwrite)
+    console.print(Markdown(report.to_markdown()))
+    console.print(f"[bold green]wrote[/] {out} (model, slimkit.json, report.md, report.json)")
+
+
+@app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help="packaged name (smollm2-135m, minilm-l6), model dir or .gguf")],
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (written atomically)")],
+    calib: Annotated[str | None, typer.Option(help="calibration data spec, e.g. pydoc or text:PATH")] = None,
+    eval_data: Annotated[str | None, typer.Option("--eval", help="evaluation data spec")] = None,
+    calib_samples: Annotated[int, typer.Option(help="calibration samples (windows/sentences/images)")] = 32,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output directory")] = False,
+) -> None:
+    """Apply a recipe to MODEL, save the result to OUT and print a before/after report."""
+    _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite))
+
+
+def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool) -> None:
+    from slimkit.atomic import directory_bytes
+    from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
+    from slimkit.export.slimkit_format import HEADER_FILE, WEIGHTS_FILE, is_slimkit_dir
+    from slimkit.models.loading import load_model
+
+    bundle = load_model(model)
+    cfg = EvalConfig(data=data, windows=windows, latency=LatencyConfig(enabled=latency))
+    evaluation = Evaluation(bundle, cfg)
+    if evaluation.metric_name == "embedding_cosine" and bundle.origin and bundle.origin != bundle.source:
+        evaluation.quality(load_model(bundle.origin))  # the original's embeddings are the reference
+    path = Path(model)
+    if is_slimkit_dir(path):
+        size: int | None = sum(directory_bytes(p) for p in path.iterdir()
+                               if p.name not in ("report.json", "report.md", "recipe.yaml"))
+        assert (path / WEIGHTS_FILE).exists() and (path / HEADER_FILE).exists()
+    else:
+        size = directory_bytes(path) if path.exists() else _packaged_size(model)
+    result = evaluation.measure(bundle, size)
+    payload: dict[str, Any] = {"model": model, "data": str(evaluation.spec), **result.to_dict()}
+    payload["size_bytes"] = size
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        console.print_json(json.dumps(payload))
+
+
+def _packaged_size(name: str) -> int | None:
+    from slimkit.atomic import directory_bytes
+    from slimkit.models.packaged import PACKAGED_MODELS, packaged_model_path
+
+    return directory_bytes(packaged_model_path(name)) if name in PACKAGED_MODELS else None
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="model spec or slimkit output directory")],
+    data: Annotated[str | None, typer.Option(help="data spec (default: pydoc / fashion-mnist)")] = None,
+    windows: Annotated[int, typer.Option(help="perplexity windows of 512 tokens")] = 16,
+    latency: Annotated[bool, typer.Option(help="measure CPU latency too")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+) -> None:
+    """Evaluate a model: metric, size on disk, parameters, sparsity, latency."""
+    _run(lambda: _eval(model, data, windows, latency, as_json))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("slimkit-demo"),
+) -> None:
+    """Compress SmolLM2-135M to int8 with the default recipe and print the before/after report."""
+    from slimkit.export.slimkit_format import is_slimkit_dir
+
+    if out.exists() and not is_slimkit_dir(out):
+        _run(lambda: (_ for _ in ()).throw(FileExistsError(f"{out} exists and is not a slimkit output")))
+    recipe_file = resources.files("slimkit") / "recipes" / "demo.yaml"
+    with resources.as_file(recipe_file) as recipe_path:
+        _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True))
+
+
+@app.command("list-methods")
+def list_methods() -> None:
+    """List the registered compression methods and their config fields."""
+    import slimkit  # noqa: F401 - registers the methods
+    from slimkit.method import method_name, registered_configs
+
+    for cls in registered_configs():
+        fields = ", ".join(f"{k}={v.default!r}" for k, v in cls.model_fields.items()
+                           if k not in ("method", "version", "targets"))
+        console.print(f"[bold]{method_name(cls)}[/]  ({cls.__name__}) {fields}", highlight=False)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        if doc:
+            console.print(f"    {doc[0]}", highlight=False)
+
+
+def main() -> None:
+    import slimkit  # noqa: F401 - registers the built-in methods
+
+    app()

@@ -1,0 +1,124 @@
+"""Text corpora and tokenised windows for language models.
+
+Calibration and evaluation always use disjoint parts of a corpus ("calib" and "eval" splits), so a
+calibrated method cannot look good by memorising the evaluation text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from slimkit.data.spec import DataSpec
+
+Split = Literal["calib", "eval"]
+_EVAL_EVERY = 4  # every 4th document goes to the evaluation split
+
+
+def _split_docs(docs: list[str], split: Split) -> list[str]:
+    if len(docs) < 2:
+        # One document: first 3/4 calibrates, last 1/4 evaluates.
+        text = docs[0] if docs else ""
+        cut = len(text) * 3 // 4
+        return [text[:cut]] if split == "calib" else [text[cut:]]
+    picked = [d for i, d in enumerate(docs) if (i % _EVAL_EVERY == 0) == (split == "eval")]
+    return picked
+
+
+def pydoc_documents() -> list[str]:
+    """The pydoc help topics, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)]
+
+
+def _read_text_file(path: Path) -> list[str]:
+    if path.suffix == ".jsonl":
+        docs = []
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"{path}:{lineno}: each JSONL record needs a string 'text' field")
+            docs.append(record["text"])
+        return docs
+    return [path.read_text()]
+
+
+def text_file_documents(path_str: str) -> list[str]:
+    """Documents from a .txt/.jsonl file or every such file in a directory (sorted)."""
+    path = Path(path_str).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no .txt or .jsonl files in this directory")
+        return [d for f in files for d in _read_text_file(f)]
+    if not path.is_file():
+        raise FileNotFoundError(f"text data {path} does not exist")
+    return _read_text_file(path)
+
+
+def hf_documents(arg: str, split: Split) -> list[str]:
+    """Documents of a Hugging Face dataset from the local cache (no download)."""
+    name, _, hf_split = arg.partition(":")
+    name, _, config = name.partition("/") if name.count("/") == 2 else (name, "", "")
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise ImportError("hf: data needs the 'datasets' package: pip install datasets") from None
+    try:
+        ds = datasets.load_dataset(name, config or None, split=hf_split or ("validation" if split == "eval"
+                                                                            else "train"))
+    except Exception as err:  # noqa: BLE001 - datasets raises many types when offline
+        raise RuntimeError(f"hf:{arg}: could not load the dataset offline ({type(err).__name__}: {err}). "
+                           "slimkit never downloads; cache it first or use text:PATH") from None
+    column = "text" if "text" in ds.column_names else ds.column_names[0]
+    return [str(x) for x in ds[column]]
+
+
+def documents(spec: DataSpec, split: Split) -> list[str]:
+    """The documents of ``spec``'s ``split``."""
+    if spec.kind == "pydoc":
+        return _split_docs(pydoc_documents(), split)
+    if spec.kind == "text":
+        assert spec.arg is not None
+        return _split_docs(text_file_documents(spec.arg), split)
+    if spec.kind == "hf":
+        assert spec.arg is not None
+        return hf_documents(spec.arg, split)
+    raise ValueError(f"{spec} is not a text data set")
+
+
+def token_windows(tokenizer: Any, docs: list[str], seq_len: int, count: int) -> Tensor:
+    """Up to ``count`` non-overlapping windows of ``seq_len`` tokens, shape (n, seq_len).
+
+    The documents are joined with blank lines and tokenised once, so windows cross document borders
+    like a continuous stream (the usual perplexity protocol).
+    """
+    ids = tokenizer("\n\n".join(docs), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    n = min(count, ids.numel() // seq_len)
+    if n == 0:
+        raise ValueError(f"the text has {ids.numel()} tokens, fewer than one window of {seq_len}")
+    return ids[: n * seq_len].reshape(n, seq_len).to(torch.long)
+
+
+def sentences(docs: list[str], count: int, min_chars: int = 30, max_chars: int = 400) -> list[str]:
+    """Up to ``count`` sentence-like snippets (for embedding fidelity)."""
+    out: list[str] = []
+    for doc in docs:
+        for piece in re.split(r"(?<=[.!?])\s+|\n\s*\n", doc):
+            piece = " ".join(piece.split())
+            if min_chars <= len(piece) <= max_chars:
+                out.append(piece)
+                if len(out) >= count:
+                    return out
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, latency, and before/after measurement."""

@@ -1,0 +1,1 @@
+"""Export: on-disk formats (slimkit packed checkpoint; later ONNX and other runtimes)."""

@@ -1,0 +1,119 @@
+"""Loading Hugging Face models: model directories, GGUF files and sentence-transformers.
+
+Everything here is offline: ``local_files_only=True`` is always passed, so a hub id fails fast with
+our own message instead of a network timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimkit.models.bundle import ModelBundle, ModelKind
+
+
+def _auto_class(kind: ModelKind) -> Any:
+    import transformers
+
+    return {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "seq-cls": transformers.AutoModelForSequenceClassification,
+        "encoder": transformers.AutoModel,
+    }[kind]
+
+
+def hf_kind(config: Any) -> ModelKind:
+    """Decide the model kind from a transformers config's ``architectures`` list."""
+    archs = getattr(config, "architectures", None) or []
+    name = archs[0] if archs else ""
+    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
+        return "causal-lm"
+    if name.endswith("ForSequenceClassification"):
+        return "seq-cls"
+    return "encoder"
+
+
+def load_hf_directory(path: Path, source: str) -> ModelBundle:
+    """Load a transformers model directory (``config.json`` + weights) in float32."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    kind = hf_kind(config)
+    model = _auto_class(kind).from_pretrained(path, local_files_only=True, dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return ModelBundle(model.eval(), kind, source, tokenizer)
+
+
+def load_gguf_file(path: Path, source: str) -> ModelBundle:
+    """Load a GGUF causal LM through transformers' ``gguf_file=`` loader (dequantized to float32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True,
+                                                 dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    # The config remembers the GGUF origin; once dequantized the model is a plain float model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    return ModelBundle(model.eval(), "causal-lm", source, tokenizer)
+
+
+def load_sentence_transformer(path: Path, source: str) -> ModelBundle:
+    """Load a sentence-transformers directory (``modules.json``) on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    return ModelBundle(model.eval(), "sentence-transformer", source, model.tokenizer)
+
+
+def save_hf_skeleton(bundle: ModelBundle, out: Path) -> None:
+    """Write everything of an HF model but its weights: config and tokenizer files."""
+    config = bundle.model.config  # type: ignore[union-attr]
+    config.save_pretrained(out)
+    if bundle.tokenizer is not None:
+        bundle.tokenizer.save_pretrained(out)
+
+
+def save_st_skeleton(bundle: ModelBundle, out: Path) -> None:
+    """Write a sentence-transformers pipeline without its weight files (slimkit stores those)."""
+    bundle.model.save(str(out))  # type: ignore[operator]
+    for pattern in ("model.safetensors", "pytorch_model.bin"):
+        for weights in out.rglob(pattern):
+            weights.unlink()
+
+
+def rebuild_hf(path: Path, kind: ModelKind) -> tuple[nn.Module, Any]:
+    """Build an HF model of the saved config with fresh weights, plus its tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    model = _auto_class(kind).from_config(config, dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model.eval(), tokenizer
+
+
+def rebuild_sentence_transformer(path: Path) -> nn.Module:
+    """Build a sentence-transformers pipeline from a weightless skeleton.
+
+    sentence-transformers can only load a directory that has weights, so the skeleton is copied to a
+    temporary directory where each Transformer module gets freshly initialised weights; the caller
+    then loads the real state dict over them.
+    """
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig, AutoModel
+
+    modules = json.loads((path / "modules.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="slimkit-st-") as tmp:
+        work = Path(tmp) / "model"
+        shutil.copytree(path, work, ignore=shutil.ignore_patterns("slimkit.safetensors"))
+        for entry in modules:
+            if entry["type"].endswith("Transformer"):
+                sub = work / entry["path"]
+                AutoModel.from_config(AutoConfig.from_pretrained(sub)).save_pretrained(sub)
+        return SentenceTransformer(str(work), device="cpu", local_files_only=True).eval()

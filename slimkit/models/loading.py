@@ -1,0 +1,55 @@
+"""One entry point to load any model a user names: ``load_model(spec)``.
+
+A spec is a packaged short name (``smollm2-135m``), a slimkit output directory, a Hugging Face or
+sentence-transformers directory, or a ``.gguf`` file. Hub ids are refused with a plain explanation,
+because slimkit never downloads at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from slimkit.models.bundle import ModelBundle
+from slimkit.models.packaged import PACKAGED_MODELS, packaged_model_path
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load_model(spec: str) -> ModelBundle:
+    """Load the model named by ``spec`` (see module docstring) in float32 on the CPU."""
+    if spec in PACKAGED_MODELS:
+        return _load_path(packaged_model_path(spec), spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _load_path(path, spec)
+    if _HUB_ID.match(spec):
+        raise FileNotFoundError(
+            f"{spec!r} looks like a Hugging Face hub id, but slimkit works offline and never downloads "
+            f"models. Download it elsewhere and pass the local directory, or use a packaged model: "
+            f"{', '.join(PACKAGED_MODELS)}."
+        )
+    raise FileNotFoundError(f"no model at {spec!r}: not a file or directory, and not one of the packaged "
+                            f"models ({', '.join(PACKAGED_MODELS)}).")
+
+
+def _load_path(path: Path, source: str) -> ModelBundle:
+    from slimkit.export.slimkit_format import is_slimkit_dir, load_slimkit_dir
+    from slimkit.models import hf
+
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return hf.load_gguf_file(path, source)
+        raise ValueError(f"{path}: a bare weights file cannot be loaded without its architecture; pass a "
+                         "model directory, a .gguf file or a slimkit output directory")
+    if is_slimkit_dir(path):
+        return load_slimkit_dir(path)
+    if (path / "modules.json").exists():
+        return hf.load_sentence_transformer(path, source)
+    if (path / "config.json").exists():
+        return hf.load_hf_directory(path, source)
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return hf.load_gguf_file(ggufs[0], source)
+    raise ValueError(f"{path}: not a model directory (no slimkit.json, modules.json, config.json or single "
+                     ".gguf file)")

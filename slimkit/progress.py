@@ -1,0 +1,33 @@
+"""Rich progress bars for every step that takes more than a moment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Show a bar while the block runs; yields ``advance(n)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield advance
+        if total is None:
+            bar.update(task, total=1, completed=1)
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner for a single long call without countable progress (e.g. loading a model)."""
+    with console.status(message):
+        yield

@@ -1,0 +1,1 @@
+"""Pruning: masks (pure math) and pruning methods."""

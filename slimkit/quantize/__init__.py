@@ -1,0 +1,1 @@
+"""Quantization: primitives (pure math), records and quantization methods."""

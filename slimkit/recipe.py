@@ -1,0 +1,101 @@
+"""YAML recipes: ``version``, a list of ``steps`` (each a registered method and its config fields),
+and optional ``eval`` and ``export`` sections.
+
+Every error names the file, the step and the key, so a user can fix a recipe without reading code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from slimkit.config import BaseConfig, FrozenModel
+from slimkit.eval.evaluate import EvalConfig
+from slimkit.method import config_class, registered_names
+
+RECIPE_VERSION = 1
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file, step and key."""
+
+
+class ExportConfig(FrozenModel):
+    """How the compressed model is written. Only the slimkit packed format exists so far."""
+
+    format: Literal["slimkit"] = "slimkit"
+
+
+class Recipe(FrozenModel):
+    """A parsed, validated recipe."""
+
+    version: int = RECIPE_VERSION
+    steps: tuple[BaseConfig, ...] = Field(min_length=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "steps": [s.describe() for s in self.steps],
+                "eval": self.eval.model_dump(mode="json"), "export": self.export.model_dump(mode="json")}
+
+
+def _where(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(step)"
+        parts.append(f"key '{loc}': {e['msg']}")
+    return "; ".join(parts)
+
+
+def _parse_step(raw: Any, index: int, source: str) -> BaseConfig:
+    if not isinstance(raw, dict) or "method" not in raw:
+        raise RecipeError(f"{source}: steps[{index}] must be a mapping with a 'method' key")
+    name = raw["method"]
+    try:
+        cls = config_class(str(name))
+    except KeyError:
+        raise RecipeError(f"{source}: steps[{index}]: unknown method {name!r}; known methods: "
+                          f"{', '.join(registered_names())}") from None
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(f"{source}: steps[{index}] ({name}): {_where(err)}") from None
+
+
+def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
+    """Validate a recipe given as plain data (e.g. parsed YAML)."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping with 'version' and 'steps'")
+    unknown = set(data) - {"version", "steps", "eval", "export"}
+    if unknown:
+        raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: version, steps, "
+                          "eval, export")
+    if data.get("version", RECIPE_VERSION) != RECIPE_VERSION:
+        raise RecipeError(f"{source}: recipe version {data.get('version')!r} is not supported (expected "
+                          f"{RECIPE_VERSION})")
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise RecipeError(f"{source}: 'steps' must be a non-empty list")
+    parsed = tuple(_parse_step(s, i, source) for i, s in enumerate(steps))
+    sections: dict[str, Any] = {}
+    for key, cls in (("eval", EvalConfig), ("export", ExportConfig)):
+        try:
+            sections[key] = cls.model_validate(data.get(key) or {})
+        except ValidationError as err:
+            raise RecipeError(f"{source}: section '{key}': {_where(err)}") from None
+    return Recipe(version=RECIPE_VERSION, steps=parsed, **sections)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read recipe ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: invalid YAML ({err})") from None
+    return recipe_from_dict(data, str(path))

@@ -1,0 +1,1 @@
+"""Reports: before/after tables as markdown and JSON."""

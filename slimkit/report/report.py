@@ -1,0 +1,108 @@
+"""The compression report: what was applied, and what it cost and gained, before vs after.
+
+Written as ``report.json`` (machine-readable) and ``report.md`` (a before/after table a person reads).
+When the compressed model is slower or worse than the original, the report says so in a warning line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimkit.config import Targets
+from slimkit.eval.evaluate import Measurement
+from slimkit.method import StepReport
+
+
+_DEFAULT_TARGETS = Targets().model_dump(mode="json")
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _ratio(before: float | None, after: float | None) -> str:
+    if not before or after is None:
+        return ""
+    return f"{after / before:.3f}×"
+
+
+@dataclass
+class Report:
+    """Before/after measurements of one compression run."""
+
+    model: str
+    steps: list[StepReport]
+    before: Measurement
+    after: Measurement
+    output: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """Honest warnings: slower than the original, quality loss, no size gain."""
+        out = []
+        for key, t_after in self.after.latency.items():
+            t_before = self.before.latency.get(key)
+            if t_before and t_after.median_ms > t_before.median_ms * 1.05:
+                out.append(f"compressed model is SLOWER than the original at {key}: "
+                           f"{t_after.median_ms:.1f} ms vs {t_before.median_ms:.1f} ms on this machine")
+        b, a = self.before, self.after
+        if b.size_bytes and a.size_bytes and a.size_bytes >= b.size_bytes:
+            out.append("the saved artifact is not smaller than the original's")
+        worse = a.value < b.value if b.higher_is_better else a.value > b.value
+        if worse:
+            change = (a.value - b.value) / b.value * 100 if b.value else float("inf")
+            out.append(f"{b.metric} changed by {change:+.2f}% ({b.value:.4g} → {a.value:.4g})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "output": self.output,
+                "steps": [vars(s) for s in self.steps],
+                "before": self.before.to_dict(), "after": self.after.to_dict(),
+                "warnings": self.warnings(), "notes": self.notes}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def table_rows(self) -> list[tuple[str, str, str, str]]:
+        """(quantity, before, after, after/before) rows of the before/after table."""
+        b, a = self.before, self.after
+        rows = [(b.metric, f"{b.value:.4f}", f"{a.value:.4f}", _ratio(b.value, a.value)),
+                ("size on disk", _fmt_bytes(b.size_bytes), _fmt_bytes(a.size_bytes),
+                 _ratio(b.size_bytes, a.size_bytes)),
+                ("parameters", f"{b.params:,}", f"{a.params:,}", _ratio(b.params, a.params)),
+                ("weight sparsity", f"{b.sparsity:.2%}", f"{a.sparsity:.2%}", "")]
+        for key, tb in b.latency.items():
+            ta = a.latency.get(key)
+            if ta is None:
+                continue
+            rows.append((f"latency {key} (median)", f"{tb.median_ms:.1f} ms", f"{ta.median_ms:.1f} ms",
+                         _ratio(tb.median_ms, ta.median_ms)))
+            rows.append((f"throughput {key}", f"{tb.throughput:.1f}/s", f"{ta.throughput:.1f}/s",
+                         _ratio(tb.throughput, ta.throughput)))
+        return rows
+
+    def to_markdown(self) -> str:
+        lines = [f"# slimkit report: {self.model}", ""]
+        if self.output:
+            lines += [f"Output: `{self.output}`", ""]
+        lines += ["## Steps", ""]
+        for s in self.steps:
+            cfg = {k: v for k, v in s.config.items() if k not in ("method", "version")
+                   and not (k == "targets" and v == _DEFAULT_TARGETS)}
+            lines.append(f"- **{s.method}** ({s.seconds:.1f} s): `{json.dumps(cfg)}` → {json.dumps(s.stats)}")
+        lines += ["", "## Before / after", "", "| quantity | before | after | after/before |",
+                  "|---|---|---|---|"]
+        lines += [f"| {q} | {b} | {a} | {r} |" for q, b, a, r in self.table_rows()]
+        warnings = self.warnings()
+        if warnings or self.notes:
+            lines += ["", "## Warnings and notes", ""]
+            lines += [f"- WARNING: {w}" for w in warnings] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
