@@ -7,6 +7,7 @@ Public surface::
     slimkit.save(bundle, "out/"); bundle = slimkit.load("out/")
 """
 
+import slimkit.builtin_methods  # noqa: F401 - registers the built-in methods
 from slimkit.api import Controller, apply, prepare
 from slimkit.config import BaseConfig, Targets
 from slimkit.export.slimkit_format import load_slimkit_dir as load_dir

@@ -1,0 +1,9 @@
+"""Imports every built-in method module so that its ``@register`` runs.
+
+Registration is explicit: a method exists for recipes and ``list-methods`` once its module is listed
+here. One import per line, grouped by family.
+"""
+
+# ruff: noqa: F401
+import slimkit.prune.magnitude
+import slimkit.quantize.rtn
