@@ -48,13 +48,13 @@ def _greedy_run(model: nn.Module, input_ids: Tensor, new_tokens: int) -> Generat
     start = time.perf_counter()
     out = model(input_ids=input_ids, use_cache=True)
     prefill_ms = (time.perf_counter() - start) * 1000.0
-    past = out.past_key_values
+    past = out["cache"]
     token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
     generated = [token]
     start = time.perf_counter()
     for _ in range(new_tokens - 1):
-        out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=token, cache=past, use_cache=True)
+        past = out["cache"]
         token = out.logits[:, -1:].argmax(dim=-1)
         generated.append(token)
     decode_ms = (time.perf_counter() - start) * 1000.0
@@ -68,7 +68,7 @@ def measure_generation(model: nn.Module, input_ids: Tensor, new_tokens: int = 12
     """Time prefill of ``input_ids`` (1, P) and greedy decoding of ``new_tokens`` tokens.
 
     Args:
-        model: a causal LM returning ``.logits`` and ``.past_key_values``.
+        model: a transformers (>= 5) causal LM returning ``logits`` and its KV ``cache``.
         input_ids: the prompt, shape (1, P).
         new_tokens: tokens to generate (≥ 2).
         warmup: untimed runs first (short ones: 8 new tokens).
