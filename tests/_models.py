@@ -31,13 +31,17 @@ def tiny_bert(seed: int = 0, layers: int = 2, hidden: int = 64, ffn: int = 96, h
     return BertModel(config).eval()
 
 
-def lenet_bundle(seed: int = 0) -> ModelBundle:
-    """An untrained LeNet-300-100 as a torch bundle (architecture registry entry)."""
+def lenet_bundle(seed: int = 0, in_features: int = 784) -> ModelBundle:
+    """An untrained LeNet-300-100 as a torch bundle (architecture registry entry).
+
+    ``in_features=64`` fits scikit-learn's 8×8 digits.
+    """
     from slimkit.models.zoo import build_architecture
 
     torch.manual_seed(seed)
-    return ModelBundle(build_architecture("lenet-300-100").eval(), "torch", "lenet-300-100",
-                       arch={"name": "lenet-300-100", "kwargs": {}})
+    kwargs = {"in_features": in_features}
+    return ModelBundle(build_architecture("lenet-300-100", kwargs).eval(), "torch", "lenet-300-100",
+                       arch={"name": "lenet-300-100", "kwargs": kwargs})
 
 
 def token_batches(vocab: int = 128, n: int = 4, seq_len: int = 32, seed: int = 0) -> torch.Tensor:

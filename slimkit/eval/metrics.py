@@ -37,7 +37,7 @@ def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 1, progress:
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy of a classifier on inputs ``x`` with labels ``y``."""
     correct = 0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         correct += int((model(xb).argmax(dim=-1) == yb).sum())
     return correct / max(len(y), 1)
 

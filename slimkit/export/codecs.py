@@ -48,7 +48,9 @@ def _encode_int(name: str, t: Tensor, rec: QuantRecord, out: dict[str, Tensor]) 
             "group_size": s.group_size, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
 
 
-def compress_state_dict(state: dict[str, Tensor], records: dict[str, QuantRecord]) -> tuple[dict[str, Tensor], Header]:
+def compress_state_dict(
+    state: dict[str, Tensor], records: dict[str, QuantRecord]
+) -> tuple[dict[str, Tensor], Header]:
     """Encode ``state`` for disk; ``records`` names the quantized weights.
 
     Returns:
@@ -79,7 +81,9 @@ def _decode_int(name: str, entry: dict[str, Any], tensors: dict[str, Tensor]) ->
     return w, QuantRecord(scheme, scale, zero)
 
 
-def decompress_state_dict(tensors: dict[str, Tensor], header: Header) -> tuple[dict[str, Tensor], dict[str, QuantRecord]]:
+def decompress_state_dict(
+    tensors: dict[str, Tensor], header: Header
+) -> tuple[dict[str, Tensor], dict[str, QuantRecord]]:
     """Inverse of :func:`compress_state_dict`: float state dict plus quantization records."""
     state: dict[str, Tensor] = {}
     records: dict[str, QuantRecord] = {}

@@ -91,7 +91,8 @@ def rebuild_hf(path: Path, kind: ModelKind) -> tuple[nn.Module, Any]:
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = _auto_class(kind).from_config(config, dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True) if has_tokenizer else None
     return model.eval(), tokenizer
 
 

@@ -45,7 +45,7 @@ class MagnitudePruneMethod(Method[MagnitudePruneConfig]):
         masks = self._masks(targets)
         zeros, total = 0, 0
         with torch.no_grad():
-            for t, mask in zip(targets, masks):
+            for t, mask in zip(targets, masks, strict=True):
                 t.param.mul_(mask.to(t.param.dtype))
                 zeros += int((~mask).sum())
                 total += mask.numel()

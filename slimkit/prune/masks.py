@@ -46,4 +46,4 @@ def global_magnitude_masks(weights: list[Tensor], sparsity: float) -> list[Tenso
     """
     flat = torch.cat([w.detach().abs().reshape(-1) for w in weights])
     keep = lowest_k_mask(flat, prune_count(flat.numel(), sparsity))
-    return [m.reshape(w.shape) for m, w in zip(keep.split([w.numel() for w in weights]), weights)]
+    return [m.reshape(w.shape) for m, w in zip(keep.split([w.numel() for w in weights]), weights, strict=True)]

@@ -1,0 +1,48 @@
+"""Evaluation metrics against direct float64 computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimkit.eval.latency import time_workload
+from slimkit.eval.metrics import accuracy, count_params, mean_cosine, perplexity, weight_sparsity
+from tests._models import lenet_bundle, tiny_llama, token_batches
+
+
+def test_perplexity_matches_a_direct_computation():
+    model = tiny_llama()
+    windows = token_batches(n=3, seq_len=16)
+    with torch.no_grad():
+        logits = model(input_ids=windows).logits.double()
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, 128), windows[:, 1:].reshape(-1))
+    assert perplexity(model, windows, batch_size=2) == pytest.approx(math.exp(float(nll)), rel=1e-5)
+
+
+def test_accuracy_and_cosine():
+    model = lenet_bundle(in_features=4).model
+    x = torch.randn(20, 4)
+    y = model(x).argmax(-1)
+    y[:5] = (y[:5] + 1) % 10
+    assert accuracy(model, x, y, batch_size=7) == pytest.approx(0.75)
+    a = torch.randn(8, 5)
+    assert mean_cosine(a, 3 * a) == pytest.approx(1.0)
+    assert mean_cosine(a, -a) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        mean_cosine(a, a[:3])
+
+
+def test_params_count_tied_once_and_sparsity():
+    model = tiny_llama()
+    assert count_params(model) == sum(p.numel() for p in set(model.parameters()))
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.zero_()
+    linear = sum(p.numel() for n, p in model.named_parameters() if "proj" in n)
+    assert weight_sparsity(model) == pytest.approx(96 * 64 / (linear + 128 * 64), rel=1e-6)
+
+
+def test_timing_counts_runs():
+    calls = []
+    timing = time_workload(lambda: calls.append(1), items=10, warmup=2, repeats=3)
+    assert len(calls) == 5 and timing.min_ms <= timing.median_ms <= timing.max_ms
