@@ -18,6 +18,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from slimkit.atomic import atomic_directory
 from slimkit.export.codecs import compress_state_dict, decompress_state_dict
@@ -93,8 +94,14 @@ def _read_tensors(path: Path) -> dict[str, Any]:
                          "Re-create it with `slimkit compress`.") from None
 
 
-def load_slimkit_dir(path: Path) -> ModelBundle:
-    """Load a directory written by :func:`save` back into a runnable :class:`ModelBundle`."""
+def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBundle:
+    """Load a directory written by :func:`save` back into a runnable :class:`ModelBundle`.
+
+    Args:
+        path: the slimkit directory.
+        skeleton: for torch models saved without a registered architecture, a freshly built module of
+            the same class to load the weights into.
+    """
     path = Path(path)
     header = read_header(path)
     try:
@@ -104,8 +111,11 @@ def load_slimkit_dir(path: Path) -> ModelBundle:
     kind = header["kind"]
     tokenizer = None
     if kind == "torch":
-        arch = header.get("arch") or {}
-        model = build_architecture(arch.get("name", "?"), arch.get("kwargs"))
+        arch = header.get("arch")
+        if skeleton is None and not arch:
+            raise ValueError(f"{path}: this torch model was saved without a registered architecture; load it "
+                             "with load_slimkit_dir(path, skeleton=YourModule())")
+        model = skeleton if skeleton is not None else build_architecture(arch["name"], arch.get("kwargs"))
     elif kind == "sentence-transformer":
         model = hf.rebuild_sentence_transformer(path)
         tokenizer = model.tokenizer  # type: ignore[union-attr]

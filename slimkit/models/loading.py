@@ -1,7 +1,8 @@
 """One entry point to load any model a user names: ``load_model(spec)``.
 
 A spec is a packaged short name (``smollm2-135m``), a slimkit output directory, a Hugging Face or
-sentence-transformers directory, or a ``.gguf`` file. Hub ids are refused with a plain explanation,
+sentence-transformers directory, a ``.gguf`` file, or ``ARCH=WEIGHTS`` for a state-dict file of a
+registered torch architecture (``lenet-300-100=weights.pt``). Hub ids are refused with a plain explanation,
 because slimkit never downloads at run time.
 """
 
@@ -23,6 +24,11 @@ def load_model(spec: str) -> ModelBundle:
     path = Path(spec).expanduser()
     if path.exists():
         return _load_path(path, spec)
+    if "=" in spec:
+        from slimkit.models.torch_io import load_torch_weights
+
+        arch, _, weights = spec.partition("=")
+        return load_torch_weights(Path(weights).expanduser(), arch)
     if _HUB_ID.match(spec):
         raise FileNotFoundError(
             f"{spec!r} looks like a Hugging Face hub id, but slimkit works offline and never downloads "
@@ -40,8 +46,9 @@ def _load_path(path: Path, source: str) -> ModelBundle:
     if path.is_file():
         if path.suffix == ".gguf":
             return hf.load_gguf_file(path, source)
-        raise ValueError(f"{path}: a bare weights file cannot be loaded without its architecture; pass a "
-                         "model directory, a .gguf file or a slimkit output directory")
+        raise ValueError(f"{path}: a bare weights file cannot be loaded without its architecture; name it as "
+                         f"ARCH={path} with a registered architecture, or pass a model directory, a .gguf file "
+                         "or a slimkit output directory")
     if is_slimkit_dir(path):
         return load_slimkit_dir(path)
     if (path / "modules.json").exists():

@@ -103,3 +103,31 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_on_failure(tmp_path):
         save(broken, tmp_path / "partial")
     assert not (tmp_path / "partial").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_state_dict_files_load_safely_for_registered_architectures(tmp_path):
+    from slimkit.models import load_model
+
+    bundle = lenet_bundle()
+    torch.save({"state_dict": bundle.model.state_dict(), "epoch": 3}, tmp_path / "w.pt")
+    loaded = load_model(f"lenet-300-100={tmp_path / 'w.pt'}")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.model(x), bundle.model(x)) and loaded.arch["name"] == "lenet-300-100"
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")  # a pickled module, not tensors
+    with pytest.raises(ValueError, match="weights_only"):
+        load_model(f"lenet-300-100={tmp_path / 'pickled.pt'}")
+    with pytest.raises(ValueError, match="ARCH="):
+        load_model(str(tmp_path / "w.pt"))
+
+
+def test_unregistered_torch_module_needs_a_skeleton(tmp_path):
+    from slimkit.models import torch_bundle
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    slimkit.apply(model, slimkit.RTNConfig(bits=8))
+    save(torch_bundle(model), tmp_path / "m")
+    with pytest.raises(ValueError, match="skeleton"):
+        load_slimkit_dir(tmp_path / "m")
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    assert torch.equal(load_slimkit_dir(tmp_path / "m", skeleton=fresh).model(x), model(x))
