@@ -14,7 +14,6 @@ from slimkit.config import Targets
 from slimkit.eval.evaluate import Measurement
 from slimkit.method import StepReport
 
-
 _DEFAULT_TARGETS = Targets().model_dump(mode="json")
 
 
