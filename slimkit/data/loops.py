@@ -7,6 +7,7 @@ spec into the loop that API users would write themselves.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ def calibration_loop(bundle: ModelBundle, spec: DataSpec, samples: int = 32, seq
     return _batched_loop(list(x[:samples].split(max(batch_size, 32))), lambda m, b: m(b))
 
 
-def _batched_loop(batches: list, run: Callable[[nn.Module, object], object]) -> ForwardLoop:
+def _batched_loop(batches: list[Any], run: Callable[[nn.Module, Any], object]) -> ForwardLoop:
     def loop(model: nn.Module) -> None:
         with torch.no_grad():
             for batch in batches:

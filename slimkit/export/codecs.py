@@ -28,7 +28,7 @@ def _alias_map(state: dict[str, Tensor]) -> dict[str, str]:
     for name, t in state.items():
         if t.numel() == 0:
             continue
-        key = (t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size(), tuple(t.shape),
+        key = (int(t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size()), tuple(t.shape),
                t.element_size())
         if key in first:
             aliases[name] = first[key]

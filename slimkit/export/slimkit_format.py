@@ -111,7 +111,7 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     kind = header["kind"]
     tokenizer = None
     if kind == "torch":
-        arch = header.get("arch")
+        arch: dict[str, Any] = header.get("arch") or {}
         if skeleton is None and not arch:
             raise ValueError(f"{path}: this torch model was saved without a registered architecture; load it "
                              "with load_slimkit_dir(path, skeleton=YourModule())")

@@ -57,7 +57,7 @@ def load_gguf_file(path: Path, source: str) -> ModelBundle:
     # The config remembers the GGUF origin; once dequantized the model is a plain float model.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     return ModelBundle(model.eval(), "causal-lm", source, tokenizer)
 
 
@@ -71,7 +71,7 @@ def load_sentence_transformer(path: Path, source: str) -> ModelBundle:
 
 def save_hf_skeleton(bundle: ModelBundle, out: Path) -> None:
     """Write everything of an HF model but its weights: config and tokenizer files."""
-    config = bundle.model.config  # type: ignore[union-attr]
+    config: Any = bundle.model.config
     config.save_pretrained(out)
     if bundle.tokenizer is not None:
         bundle.tokenizer.save_pretrained(out)
