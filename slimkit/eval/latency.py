@@ -26,12 +26,17 @@ class Timing:
 
 
 @torch.no_grad()
-def time_workload(fn: Callable[[], object], items: int, warmup: int = 2, repeats: int = 5) -> Timing:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
+def time_workload(fn: Callable[[], object], items: int, warmup: int = 2, repeats: int = 5,
+                  min_seconds: float = 0.5, max_repeats: int = 500) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then at least ``repeats`` times timed.
+
+    Short workloads repeat until ``min_seconds`` of timed runs have accumulated (at most
+    ``max_repeats``), so a millisecond-scale median is not decided by a single scheduler hiccup.
+    """
     for _ in range(warmup):
         fn()
-    runs = []
-    for _ in range(max(repeats, 1)):
+    runs: list[float] = []
+    while len(runs) < max(repeats, 1) or (sum(runs) < min_seconds * 1000.0 and len(runs) < max_repeats):
         start = time.perf_counter()
         fn()
         runs.append((time.perf_counter() - start) * 1000.0)

@@ -44,5 +44,8 @@ def test_params_count_tied_once_and_sparsity():
 
 def test_timing_counts_runs():
     calls = []
-    timing = time_workload(lambda: calls.append(1), items=10, warmup=2, repeats=3)
+    timing = time_workload(lambda: calls.append(1), items=10, warmup=2, repeats=3, min_seconds=0.0)
     assert len(calls) == 5 and timing.min_ms <= timing.median_ms <= timing.max_ms
+    calls.clear()
+    time_workload(lambda: calls.append(1), items=10, warmup=0, repeats=3, min_seconds=10.0, max_repeats=40)
+    assert len(calls) == 40
