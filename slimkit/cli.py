@@ -42,7 +42,7 @@ def _compress(model: str, recipe_path: Path, out: Path, calib: str | None, eval_
     report = compress(model, recipe, out, calib=calib, eval_data=eval_data, calib_samples=calib_samples,
                       overwrite=overwrite)
     console.print(Markdown(report.to_markdown()))
-    console.print(f"[bold green]wrote[/] {out} (model, slimkit.json, report.md, report.json)")
+    console.print(f"[bold green]wrote[/] {out} (model, slimkit.json, report.md, report.json, report.png)")
 
 
 @app.command()

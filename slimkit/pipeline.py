@@ -1,7 +1,7 @@
 """The compress pipeline behind ``slimkit compress``: load → measure → apply steps → save → measure.
 
 The output directory is written atomically: it appears with the model, ``slimkit.json``,
-``recipe.yaml``, ``report.json`` and ``report.md`` together, or not at all.
+``recipe.yaml``, ``report.json``, ``report.md`` and ``report.png`` together, or not at all.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from slimkit.models.loading import load_model
 from slimkit.progress import console, status
 from slimkit.quantize.record import quant_records
 from slimkit.recipe import Recipe
+from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
 
 
@@ -72,7 +73,8 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                         str(out), _notes(bundle))
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         (tmp / "report.json").write_text(report.to_json())
-        (tmp / "report.md").write_text(report.to_markdown())
+        (tmp / "report.md").write_text(report.to_markdown() + "\n![before and after](report.png)\n")
+        plot_before_after(report, tmp / "report.png")
     return report
 
 

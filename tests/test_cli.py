@@ -29,11 +29,12 @@ def test_compress_then_eval_json(tmp_path, lenet_dir):
     result = runner.invoke(app, ["compress", str(lenet_dir), "--recipe", recipe(tmp_path), "--out", str(out),
                                  "--eval", "digits"])
     assert result.exit_code == 0, result.output
-    assert {"slimkit.json", "slimkit.safetensors", "report.json", "report.md", "recipe.yaml"} <= {
+    assert {"slimkit.json", "slimkit.safetensors", "report.json", "report.md", "report.png", "recipe.yaml"} <= {
         p.name for p in out.iterdir()}
     report = json.loads((out / "report.json").read_text())
     assert report["after"]["size_bytes"] < report["before"]["size_bytes"] * 0.5
     assert "| size on disk |" in (out / "report.md").read_text()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = runner.invoke(app, ["eval", str(out), "--data", "digits", "--json", "--no-latency"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
