@@ -38,13 +38,21 @@ def hf_kind(config: Any) -> ModelKind:
 
 def load_hf_directory(path: Path, source: str) -> ModelBundle:
     """Load a transformers model directory (``config.json`` + weights) in float32."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     kind = hf_kind(config)
     model = _auto_class(kind).from_pretrained(path, local_files_only=True, dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return ModelBundle(model.eval(), kind, source, tokenizer)
+    return ModelBundle(model.eval(), kind, source, _tokenizer_if_present(path))
+
+
+def _tokenizer_if_present(path: Path) -> Any:
+    """The directory's tokenizer, or ``None`` for a weights-only directory."""
+    from transformers import AutoTokenizer
+
+    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return None
 
 
 def load_gguf_file(path: Path, source: str) -> ModelBundle:
@@ -87,13 +95,11 @@ def save_st_skeleton(bundle: ModelBundle, out: Path) -> None:
 
 def rebuild_hf(path: Path, kind: ModelKind) -> tuple[nn.Module, Any]:
     """Build an HF model of the saved config with fresh weights, plus its tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = _auto_class(kind).from_config(config, dtype="float32")
-    has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True) if has_tokenizer else None
-    return model.eval(), tokenizer
+    return model.eval(), _tokenizer_if_present(path)
 
 
 def rebuild_sentence_transformer(path: Path) -> nn.Module:
