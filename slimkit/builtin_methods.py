@@ -6,4 +6,7 @@ here. One import per line, grouped by family.
 
 # ruff: noqa: F401
 import slimkit.prune.magnitude
+import slimkit.prune.sparsegpt
+import slimkit.prune.wanda
+import slimkit.quantize.gptq
 import slimkit.quantize.rtn

@@ -1,0 +1,94 @@
+"""GPTQ weight quantization (``quant.gptq``): RTN's integer grid, with each column's rounding error
+compensated on the remaining columns using calibration-data Hessians, one transformer block at a time.
+
+The method leaves dequantized float weights and a :class:`QuantRecord` on every quantized Linear, just
+like RTN, so the slimkit exporter stores packed integers; the record's scale and zero point reproduce
+the GPTQ weights exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from slimkit.calib.sequential import LayerContext, run_sequential
+from slimkit.config import BaseConfig
+from slimkit.method import ForwardLoop, Method, register
+from slimkit.quantize.gptq_math import gptq_quantize
+from slimkit.quantize.primitives import QuantScheme
+from slimkit.quantize.record import QuantRecord, set_quant_record
+
+
+class GroupQuantConfig(BaseConfig):
+    """Integer grid fields shared by the calibrated weight quantizers (same meaning as RTNConfig's).
+
+    ``granularity`` picks one scale per tensor, per output channel, or per ``group_size`` input
+    columns (a ragged last group is allowed).
+    """
+
+    method: str
+    bits: int = Field(4, ge=2, le=8)
+    symmetric: bool = True
+    granularity: Literal["tensor", "channel", "group"] = "group"
+    group_size: int | None = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _group_needs_size(self) -> GroupQuantConfig:
+        if (self.granularity == "group") != (self.group_size is not None):
+            raise ValueError("group_size is required with granularity 'group' and only allowed with it "
+                             "(write group_size: null for 'channel' or 'tensor')")
+        return self
+
+    def scheme(self) -> QuantScheme:
+        return QuantScheme(self.bits, self.symmetric, self.granularity, self.group_size)
+
+
+class GPTQConfig(GroupQuantConfig):
+    """GPTQ: calibrated, error-compensating weight quantization.
+
+    ``damp`` is the Hessian dampening as a fraction of its mean diagonal; ``block_size`` the number of
+    columns per lazy-batch update; ``act_order`` quantizes columns with large activations first.
+    """
+
+    method: Literal["quant.gptq"] = "quant.gptq"
+    damp: float = Field(0.01, gt=0.0, le=1.0)
+    block_size: int = Field(128, ge=1)
+    act_order: bool = False
+
+    needs_calibration = True
+
+
+@register(GPTQConfig)
+class GPTQMethod(Method[GPTQConfig]):
+    """Sequential GPTQ over the model's transformer blocks."""
+
+    def __init__(self, config: GPTQConfig) -> None:
+        super().__init__(config)
+        self._stats: dict[str, Any] | None = None
+        self._loss = 0.0
+        self._params = 0
+
+    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
+        linears = run_sequential(model, forward_loop, self.config.targets, self._quantize_block,
+                                with_hessian=True, description="GPTQ")
+        self._stats = {"linears": linears, "quantized_params": self._params, "gptq_loss": round(self._loss, 4)}
+
+    def _quantize_block(self, ctx: LayerContext) -> None:
+        cfg, scheme = self.config, self.config.scheme()
+        for name, target in ctx.targets.items():
+            weight = target.param
+            result = gptq_quantize(weight.data, ctx.stats[name].hessian(), scheme, damp=cfg.damp,
+                                   block_size=cfg.block_size, act_order=cfg.act_order)
+            with torch.no_grad():
+                weight.copy_(result.weight.to(weight.dtype))
+            set_quant_record(target.module, target.param_name, QuantRecord(scheme, result.scale, result.zero))
+            self._loss += result.loss
+            self._params += weight.numel()
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        if self._stats is None:
+            raise RuntimeError("quant.gptq needs calibration: use slimkit.apply(model, config, forward_loop)")
+        return self._stats
