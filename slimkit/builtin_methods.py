@@ -8,5 +8,6 @@ here. One import per line, grouped by family.
 import slimkit.prune.magnitude
 import slimkit.prune.sparsegpt
 import slimkit.prune.wanda
+import slimkit.quantize.awq
 import slimkit.quantize.gptq
 import slimkit.quantize.rtn

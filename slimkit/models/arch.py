@@ -6,6 +6,8 @@ time; this module is the only place that knows the attribute paths of each suppo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 # Attribute paths to the block stack, tried in order: Llama-style causal LMs (model.model.layers),
@@ -56,3 +58,45 @@ def layer_prefix(model: nn.Module, layers: nn.ModuleList, index: int) -> str:
         if module is target:
             return name
     raise ValueError(f"block {index} is not a submodule of the model")
+
+
+@dataclass(frozen=True)
+class ScaleGroup:
+    """Linears that read the output of one module, so a per-channel scale can move between them.
+
+    Multiplying the inputs of ``linears`` by ``s`` is undone exactly by dividing the output channels of
+    ``previous`` (a norm's weight and bias, or a Linear's rows) by ``s``. Names are relative to a block.
+    """
+
+    previous: str
+    linears: tuple[str, ...]
+
+
+def _submodule(layer: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return layer.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
+    """The AWQ scale groups of a Llama-style decoder block.
+
+    ``input_layernorm → q/k/v``, ``v_proj → o_proj`` (only when their widths match, i.e. no grouped-query
+    repetition), ``post_attention_layernorm → gate/up`` and ``up_proj → down_proj``.
+
+    Raises:
+        ValueError: the block is not Llama-style.
+    """
+    needed = ("input_layernorm", "post_attention_layernorm", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.up_proj", "mlp.down_proj")
+    if any(_submodule(layer, n) is None for n in needed):
+        raise ValueError(f"{type(layer).__name__}: activation-aware scaling knows Llama-style blocks only "
+                         "(input_layernorm, self_attn.q/k/v/o_proj, post_attention_layernorm, mlp.gate/up/down_proj)")
+    groups = [ScaleGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"))]
+    v, o = layer.get_submodule("self_attn.v_proj"), layer.get_submodule("self_attn.o_proj")
+    if isinstance(v, nn.Linear) and isinstance(o, nn.Linear) and v.out_features == o.in_features:
+        groups.append(ScaleGroup("self_attn.v_proj", ("self_attn.o_proj",)))
+    groups.append(ScaleGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")))
+    groups.append(ScaleGroup("mlp.up_proj", ("mlp.down_proj",)))
+    return groups

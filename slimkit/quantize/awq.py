@@ -1,0 +1,100 @@
+"""Activation-aware weight quantization (``quant.awq``): per input channel, move a searched scale from
+the preceding norm (or Linear) into the weights of the Linears that read it, then round to nearest.
+
+Block by block on calibration data: for each scale group of a Llama-style block (q/k/v after
+``input_layernorm``, gate/up after ``post_attention_layernorm``, down after ``up_proj``, o after ``v_proj``
+when widths match), ``α`` is chosen on a grid to minimise the group's Linear output error after RTN
+(see :mod:`slimkit.quantize.awq_math`). The inverse scale is folded into the preceding module, so the
+float function is unchanged; then every targeted Linear is quantized with RTN and carries a
+:class:`QuantRecord` like RTN's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from slimkit.calib.sequential import LayerContext, run_sequential
+from slimkit.method import ForwardLoop, Method, register
+from slimkit.models.arch import ScaleGroup, scale_groups
+from slimkit.quantize.awq_math import search_scale
+from slimkit.quantize.gptq import GroupQuantConfig
+from slimkit.quantize.primitives import quantize_dequantize
+from slimkit.quantize.record import QuantRecord, set_quant_record
+
+
+class AWQConfig(GroupQuantConfig):
+    """AWQ: ``grid`` is the number of steps of the scale exponent ``α`` between 0 and 1."""
+
+    method: Literal["quant.awq"] = "quant.awq"
+    grid: int = Field(20, ge=1, le=100)
+
+    needs_calibration = True
+
+
+def fold_scale(previous: nn.Module, linears: list[nn.Linear], s: Tensor) -> None:
+    """Divide ``previous``'s output channels by ``s`` (in,) and multiply the ``linears``' inputs by it."""
+    with torch.no_grad():
+        if isinstance(previous, nn.Linear):
+            previous.weight.div_(s[:, None].to(previous.weight.dtype))  # (out, in): scale the rows
+        else:
+            norm_weight = previous.get_parameter("weight")
+            norm_weight.div_(s.to(norm_weight.dtype))  # norm weight (features,)
+        bias = getattr(previous, "bias", None)
+        if isinstance(bias, Tensor):
+            bias.div_(s.to(bias.dtype))
+        for linear in linears:
+            linear.weight.mul_(s[None, :].to(linear.weight.dtype))  # (out, in): scale the columns
+
+
+@register(AWQConfig)
+class AWQMethod(Method[AWQConfig]):
+    """Sequential AWQ scale search + RTN over the model's Llama-style blocks."""
+
+    def __init__(self, config: AWQConfig) -> None:
+        super().__init__(config)
+        self._stats: dict[str, Any] | None = None
+        self._alphas: list[float] = []
+        self._error = self._rtn_error = 0.0
+        self._params = 0
+
+    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
+        linears = run_sequential(model, forward_loop, self.config.targets, self._quantize_block,
+                                 with_hessian=True, description="AWQ")
+        self._stats = {"linears": linears, "quantized_params": self._params,
+                       "scale_groups": len(self._alphas),
+                       "mean_alpha": round(sum(self._alphas) / max(len(self._alphas), 1), 3),
+                       "output_error_vs_rtn": round(self._error / max(self._rtn_error, 1e-30), 4)}
+
+    def _scale_group(self, ctx: LayerContext, group: ScaleGroup) -> None:
+        names = [f"{ctx.prefix}.{n}" for n in group.linears]
+        if any(n not in ctx.stats for n in names):
+            return  # a Linear of the group is not targeted: leave the group's scale alone
+        linears = [m for m in (ctx.targets[n].module for n in names) if isinstance(m, nn.Linear)]
+        stats = ctx.stats[names[0]]  # every Linear of a group reads the same input
+        w = torch.cat([lin.weight.detach() for lin in linears])  # (sum of outs, in)
+        found = search_scale(w, stats.hessian(), stats.mean_abs(), self.config.scheme(), self.config.grid)
+        fold_scale(ctx.layer.get_submodule(group.previous), linears, found.scale)
+        self._alphas.append(found.alpha)
+        self._error += found.error
+        self._rtn_error += found.rtn_error
+
+    def _quantize_block(self, ctx: LayerContext) -> None:
+        for group in scale_groups(ctx.layer):
+            self._scale_group(ctx, group)
+        scheme = self.config.scheme()
+        for target in ctx.targets.values():
+            weight = target.param
+            w_hat, scale, zero = quantize_dequantize(weight.data, scheme)
+            with torch.no_grad():
+                weight.copy_(w_hat)
+            set_quant_record(target.module, target.param_name, QuantRecord(scheme, scale, zero))
+            self._params += weight.numel()
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        if self._stats is None:
+            raise RuntimeError("quant.awq needs calibration: use slimkit.apply(model, config, forward_loop)")
+        return self._stats

@@ -1,0 +1,75 @@
+"""Pure math of activation-aware weight quantization (Lin et al., 2023, "AWQ: Activation-aware Weight
+Quantization for LLM Compression and Acceleration").
+
+Input channels that carry large activations matter most, so their weights are scaled up by
+``s = mean|x|^α`` before round-to-nearest quantization and the inputs scaled down by ``1/s``, which
+leaves the float function unchanged but gives salient weights a finer relative grid. ``α`` is searched
+on a grid in [0, 1] (``α = 0`` is plain RTN) to minimise the output error of the Linears that share the
+input, measured exactly through their input Hessian: ``‖X(W − Ŵ)ᵀ‖² / n = tr(Δ H Δᵀ) / 2`` with
+``H = 2 XᵀX / n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
+
+
+@dataclass
+class ScaleSearch:
+    """The chosen per-input-channel scale (in,), its exponent and the output errors it gives vs RTN."""
+
+    scale: Tensor
+    alpha: float
+    error: float
+    rtn_error: float
+
+
+def output_error(w: Tensor, w_hat: Tensor, h: Tensor) -> float:
+    """Mean squared output error ``tr((W−Ŵ) H (W−Ŵ)ᵀ) / 2`` for weights (rows, in) and Hessian (in, in)."""
+    delta = (w - w_hat).float()  # (rows, in)
+    return float(((delta @ h.float()) * delta).sum()) / 2
+
+
+def activation_scale(mean_abs: Tensor, alpha: float) -> Tensor:
+    """``s = mean|x|^α``, normalised so that ``max(s) · min(s) = 1`` (keeps the grid well centred), (in,)."""
+    s = mean_abs.float().clamp_min(1e-4).pow(alpha)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def quantize_scaled(w: Tensor, s: Tensor, scheme: QuantScheme) -> Tensor:
+    """Quantize ``w · diag(s)`` with RTN and fold ``1/s`` back: the effective float weights (rows, in)."""
+    w_hat, _, _ = quantize_dequantize(w.float() * s[None, :], scheme)
+    return w_hat / s[None, :]
+
+
+def search_scale(w: Tensor, h: Tensor, mean_abs: Tensor, scheme: QuantScheme, grid: int = 20) -> ScaleSearch:
+    """Grid-search ``α ∈ {0, 1/grid, …, 1}`` for the scale minimising the output error of ``w``.
+
+    Args:
+        w: the weights of every Linear sharing the input, stacked by rows (rows, in).
+        h: Hessian ``2 XᵀX / n`` of that input (in, in).
+        mean_abs: mean ``|x_j|`` per input channel (in,).
+        scheme: the RTN grid the weights will be quantized to.
+        grid: number of steps of ``α`` between 0 and 1.
+
+    Returns:
+        The best :class:`ScaleSearch`; ``α = 0`` (plain RTN) wins ties, so AWQ never does worse than RTN
+        on this error.
+    """
+    best: ScaleSearch | None = None
+    rtn_error = 0.0
+    for step in range(grid + 1):
+        alpha = step / grid
+        s = activation_scale(mean_abs, alpha)
+        error = output_error(w, quantize_scaled(w, s, scheme), h)
+        if step == 0:
+            rtn_error = error
+        if best is None or error < best.error:
+            best = ScaleSearch(s, alpha, error, rtn_error)
+    assert best is not None
+    best.rtn_error = rtn_error
+    return best
