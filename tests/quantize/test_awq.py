@@ -1,0 +1,78 @@
+"""AWQ: folding a scale into the preceding norm leaves the float function unchanged, the α search never
+does worse than RTN on the output error it measures, and quant.awq end to end with exact records."""
+
+import pytest
+import torch
+
+import slimkit
+from slimkit.quantize.awq import AWQConfig, fold_scale
+from slimkit.quantize.awq_math import activation_scale, output_error, quantize_scaled, search_scale
+from slimkit.quantize.primitives import QuantScheme, dequantize, quantize, quantize_dequantize
+from slimkit.quantize.record import quant_records
+from tests._models import tiny_llama, token_batches
+
+
+def loop_over(ids):
+    def loop(model):
+        for batch in ids.split(2):
+            model(input_ids=batch)
+    return loop
+
+
+def outlier_inputs(tokens, cols, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, cols, generator=g, dtype=torch.float64)
+    x[:, : cols // 16] *= 30.0  # a few salient channels, as in LLM activations
+    return x
+
+
+def test_output_error_matches_float64_reference():
+    x = outlier_inputs(512, 48)
+    w = torch.randn(16, 48, generator=torch.Generator().manual_seed(1))
+    w_hat, _, _ = quantize_dequantize(w, QuantScheme(4, True, "group", 16))
+    h = 2 * x.T @ x / x.shape[0]
+    reference = float((x @ (w.double() - w_hat.double()).T).pow(2).sum()) / x.shape[0]
+    assert output_error(w, w_hat, h) == pytest.approx(reference, rel=1e-4)
+
+
+@pytest.mark.parametrize("cols, group", [(64, 16), (96, 64), (200, 128)], ids=["g16", "g64-ragged", "g128-ragged"])
+def test_search_beats_rtn_with_salient_channels(cols, group):
+    x = outlier_inputs(1024, cols)
+    w = torch.randn(32, cols, generator=torch.Generator().manual_seed(2))
+    scheme = QuantScheme(4, True, "group", group)
+    found = search_scale(w, 2 * x.T @ x / x.shape[0], x.abs().mean(0), scheme)
+    assert found.alpha > 0 and found.error < 0.9 * found.rtn_error
+    reference = float((x @ (w.double() - quantize_scaled(w, found.scale, scheme).double()).T).pow(2).mean(0).sum())
+    assert found.error == pytest.approx(reference, rel=1e-3)
+
+
+def test_alpha_zero_is_plain_rtn():
+    w = torch.randn(8, 32)
+    s = activation_scale(torch.rand(32) + 0.1, 0.0)
+    scheme = QuantScheme(4, True, "group", 16)
+    assert torch.equal(s, torch.ones(32))
+    torch.testing.assert_close(quantize_scaled(w, s, scheme), quantize_dequantize(w, scheme)[0])
+
+
+def test_folding_a_scale_keeps_the_float_function():
+    model, ids = tiny_llama().double(), token_batches(n=2)
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        s = torch.rand(64, dtype=torch.float64) + 0.5
+        fold_scale(layer.input_layernorm, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], s)
+        s2 = torch.rand(96, dtype=torch.float64) + 0.5
+        fold_scale(layer.mlp.up_proj, [layer.mlp.down_proj], s2)
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-10)
+
+
+def test_apply_quantizes_with_exact_records_and_reports_the_search():
+    model, ids = tiny_llama(), token_batches(n=4)
+    report = slimkit.apply(model, AWQConfig(bits=4, group_size=32, grid=10), loop_over(ids))
+    assert report.stats["scale_groups"] == 6 and report.stats["output_error_vs_rtn"] <= 1.0
+    records = quant_records(model)
+    assert len(records) == 14
+    for name, rec in records.items():
+        w = model.get_parameter(name).data
+        assert torch.equal(dequantize(quantize(w, rec.scale, rec.zero, rec.scheme), rec.scale, rec.zero, rec.scheme), w)
