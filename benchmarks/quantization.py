@@ -49,6 +49,7 @@ def variants() -> list[tuple[str, str, BaseConfig | None]]:
         ("int8 channel", "rtn", rtn(8, None)),
         ("int4 g128", "rtn", rtn(4, 128)),
         ("int4 g128", "awq", AWQConfig(bits=4, group_size=128)),
+        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False)),
         ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True)),
         ("int4 g64", "rtn", rtn(4, 64)),
         ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64)),

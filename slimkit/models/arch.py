@@ -100,3 +100,8 @@ def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
     groups.append(ScaleGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")))
     groups.append(ScaleGroup("mlp.up_proj", ("mlp.down_proj",)))
     return groups
+
+
+#: Linears whose outputs only feed attention scores (through a softmax): AWQ leaves their range unclipped,
+#: since the Linear output error understates how much a clipped query/key changes attention.
+ATTENTION_SCORE_LINEARS = ("self_attn.q_proj", "self_attn.k_proj")

@@ -5,8 +5,8 @@ Block by block on calibration data: for each scale group of a Llama-style block 
 ``input_layernorm``, gate/up after ``post_attention_layernorm``, down after ``up_proj``, o after ``v_proj``
 when widths match), ``α`` is chosen on a grid to minimise the group's Linear output error after RTN
 (see :mod:`slimkit.quantize.awq_math`). The inverse scale is folded into the preceding module, so the
-float function is unchanged; then every targeted Linear is quantized with RTN and carries a
-:class:`QuantRecord` like RTN's.
+float function is unchanged; then every targeted Linear is quantized with RTN (optionally on a clipped
+range, searched per group) and carries a :class:`QuantRecord` like RTN's.
 """
 
 from __future__ import annotations
@@ -19,18 +19,23 @@ from torch import Tensor, nn
 
 from slimkit.calib.sequential import LayerContext, run_sequential
 from slimkit.method import ForwardLoop, Method, register
-from slimkit.models.arch import ScaleGroup, scale_groups
-from slimkit.quantize.awq_math import search_scale
+from slimkit.models.arch import ATTENTION_SCORE_LINEARS, ScaleGroup, scale_groups
+from slimkit.quantize.awq_math import clipped_grid, search_scale
 from slimkit.quantize.gptq import GroupQuantConfig
-from slimkit.quantize.primitives import quantize_dequantize
+from slimkit.quantize.primitives import dequantize, quantize, quantize_dequantize
 from slimkit.quantize.record import QuantRecord, set_quant_record
+
+CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(20))  # 1.0 (no clipping) down to 0.525
 
 
 class AWQConfig(GroupQuantConfig):
-    """AWQ: ``grid`` is the number of steps of the scale exponent ``α`` between 0 and 1."""
+    """AWQ: ``grid`` is the number of steps of the scale exponent ``α`` between 0 and 1; ``clip_search``
+    also shrinks each group's range by the ratio in [0.5, 1] that minimises its output error
+    (not for q/k projections)."""
 
     method: Literal["quant.awq"] = "quant.awq"
     grid: int = Field(20, ge=1, le=100)
+    clip_search: bool = True
 
     needs_calibration = True
 
@@ -86,9 +91,14 @@ class AWQMethod(Method[AWQConfig]):
         for group in scale_groups(ctx.layer):
             self._scale_group(ctx, group)
         scheme = self.config.scheme()
-        for target in ctx.targets.values():
+        for name, target in ctx.targets.items():
             weight = target.param
-            w_hat, scale, zero = quantize_dequantize(weight.data, scheme)
+            if self.config.clip_search and not name.endswith(ATTENTION_SCORE_LINEARS):
+                h = ctx.stats[name].hessian()
+                scale, zero = clipped_grid(weight.data, h, scheme, CLIP_RATIOS)
+                w_hat = dequantize(quantize(weight.data, scale, zero, scheme), scale, zero, scheme)
+            else:
+                w_hat, scale, zero = quantize_dequantize(weight.data, scheme)
             with torch.no_grad():
                 weight.copy_(w_hat)
             set_quant_record(target.module, target.param_name, QuantRecord(scheme, scale, zero))

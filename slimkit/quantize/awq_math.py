@@ -6,16 +6,17 @@ Input channels that carry large activations matter most, so their weights are sc
 leaves the float function unchanged but gives salient weights a finer relative grid. ``α`` is searched
 on a grid in [0, 1] (``α = 0`` is plain RTN) to minimise the output error of the Linears that share the
 input, measured exactly through their input Hessian: ``‖X(W − Ŵ)ᵀ‖² / n = tr(Δ H Δᵀ) / 2`` with
-``H = 2 XᵀX / n``.
+``H = 2 XᵀX / n``. Optionally the range of each group is then clipped (searched shrink ratio).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
+from slimkit.quantize.primitives import QuantScheme, compute_qparams, dequantize, quantize, quantize_dequantize
 
 
 @dataclass
@@ -73,3 +74,37 @@ def search_scale(w: Tensor, h: Tensor, mean_abs: Tensor, scheme: QuantScheme, gr
     assert best is not None
     best.rtn_error = rtn_error
     return best
+
+
+def clipped_grid(w: Tensor, h: Tensor, scheme: QuantScheme, ratios: tuple[float, ...]) -> tuple[Tensor, Tensor]:
+    """AWQ's weight clipping: per (row, group), shrink the min-max range by the ratio that minimises the
+    group's output error ``δ_g H_gg δ_gᵀ`` (cross-group terms ignored, as in AWQ).
+
+    Shrinking ``lo`` and ``hi`` by the same ratio multiplies the scale and keeps the zero point, so the
+    result is an ordinary grid for :func:`quantize` (which clamps the clipped weights).
+
+    Args:
+        w: weights (rows, cols).
+        h: Hessian of the inputs (cols, cols).
+        scheme: the RTN grid (channel or group granularity).
+        ratios: candidate range ratios in (0, 1]; include 1.0 to allow no clipping.
+
+    Returns:
+        ``(scale, zero)``, each (rows, n_groups).
+    """
+    w = w.float()
+    rows, cols = w.shape
+    scale, zero = compute_qparams(w, scheme)  # (rows, n_groups)
+    width = scheme.group_width(cols) if scale.shape[1] > 1 else cols
+    starts = range(0, cols, width)
+    best_err = torch.full_like(scale, float("inf"))
+    best_scale = scale.clone()
+    for ratio in ratios:
+        trial = scale * ratio
+        delta = w - dequantize(quantize(w, trial, zero, scheme), trial, zero, scheme)  # (rows, cols)
+        err = torch.stack([((delta[:, s:s + width] @ h[s:s + width, s:s + width].float())
+                            * delta[:, s:s + width]).sum(1) for s in starts], dim=1)  # (rows, n_groups)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, trial, best_scale)
+    return best_scale, zero

@@ -6,7 +6,7 @@ import torch
 
 import slimkit
 from slimkit.quantize.awq import AWQConfig, fold_scale
-from slimkit.quantize.awq_math import activation_scale, output_error, quantize_scaled, search_scale
+from slimkit.quantize.awq_math import activation_scale, clipped_grid, output_error, quantize_scaled, search_scale
 from slimkit.quantize.primitives import QuantScheme, dequantize, quantize, quantize_dequantize
 from slimkit.quantize.record import quant_records
 from tests._models import tiny_llama, token_batches
@@ -76,3 +76,19 @@ def test_apply_quantizes_with_exact_records_and_reports_the_search():
     for name, rec in records.items():
         w = model.get_parameter(name).data
         assert torch.equal(dequantize(quantize(w, rec.scale, rec.zero, rec.scheme), rec.scale, rec.zero, rec.scheme), w)
+
+
+@pytest.mark.parametrize("scheme", [QuantScheme(4, True, "group", 16), QuantScheme(3, False, "group", 24),
+                                    QuantScheme(4, True, "channel")],
+                         ids=["int4-g16", "int3-affine-g24-ragged", "channel"])
+def test_clipping_never_raises_any_group_error_and_stays_exact(scheme):
+    x = outlier_inputs(512, 64)
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(3))
+    w[0, 0] = 12.0  # an outlier weight worth clipping
+    h = 2 * x.T @ x / x.shape[0]
+    scale, zero = clipped_grid(w, h, scheme, (1.0, 0.9, 0.8, 0.7))
+    clipped = dequantize(quantize(w, scale, zero, scheme), scale, zero, scheme)
+    plain, base_scale, _ = quantize_dequantize(w, scheme)
+    assert torch.all(scale <= base_scale)
+    assert output_error(w, clipped, h) <= output_error(w, plain, h)
+    assert torch.equal(dequantize(quantize(clipped, scale, zero, scheme), scale, zero, scheme), clipped)
