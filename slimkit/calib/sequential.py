@@ -141,9 +141,16 @@ def run_sequential(model: nn.Module, forward_loop: ForwardLoop, targets: Targets
 
     Returns:
         The number of targeted Linear weights visited.
+
+    Raises:
+        ValueError: no targeted ``nn.Linear`` lies inside the blocks.
     """
     layers = decoder_layers(model)
     selected = _block_targets(model, targets)
+    inside = {id(m) for m in layers.modules()}
+    if not any(id(t.module) in inside for t in selected):
+        raise ValueError(f"{description}: the targets matched no nn.Linear inside the transformer blocks "
+                         f"(include={list(targets.include)}, exclude={list(targets.exclude)})")
     inputs = capture_block_inputs(model, forward_loop, layers[0])
     visited = 0
     with progress_bar(description, total=len(layers)) as advance:

@@ -87,3 +87,9 @@ def test_runner_works_on_bert_encoders():
     run_sequential(model, llama_loop(ids), Targets(), lambda ctx: names.extend(ctx.targets), with_hessian=False,
                    description="bert")
     assert len(names) == 2 * 6 and all(n.startswith("encoder.layer.") for n in names)
+
+
+def test_targets_outside_the_blocks_are_refused():
+    with pytest.raises(ValueError, match="no nn.Linear inside the transformer blocks"):
+        run_sequential(tiny_llama(), llama_loop(token_batches()), Targets(include=("lm_head",), exclude=()),
+                       lambda ctx: None, with_hessian=False, description="test")
