@@ -41,23 +41,27 @@ def rtn(bits: int, group: int | None) -> RTNConfig:
     return RTNConfig(bits=bits, granularity="group", group_size=group)
 
 
-def variants() -> list[tuple[str, str, BaseConfig | None]]:
-    """(grid, method, config), GPTQ g128 first so its memory peak is measured on a fresh process."""
-    return [
+def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]]:
+    """(grid, method, config, calibration windows): required rows first, GPTQ g128 right after fp32 so
+    its memory peak is measured early; the last row repeats GPTQ g128 with 128 calibration windows."""
+    gptq = GPTQConfig(bits=4, group_size=128)
+    rows: list[tuple[str, str, BaseConfig | None]] = [
         ("fp32", "fp32", None),
-        ("int4 g128", "gptq", GPTQConfig(bits=4, group_size=128)),
+        ("int4 g128", "gptq", gptq),
         ("int8 channel", "rtn", rtn(8, None)),
         ("int4 g128", "rtn", rtn(4, 128)),
         ("int4 g128", "awq", AWQConfig(bits=4, group_size=128)),
-        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False)),
-        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True)),
         ("int4 g64", "rtn", rtn(4, 64)),
         ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64)),
         ("int4 g32", "rtn", rtn(4, 32)),
         ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32)),
         ("int3 g128", "rtn", rtn(3, 128)),
         ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128)),
+        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True)),
+        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False)),
     ]
+    out = [(grid, method, config, calib_samples) for grid, method, config in rows]
+    return out + [("int4 g128", "gptq (128 calib windows)", gptq, 128)]
 
 
 def rss_gb() -> float:
@@ -97,9 +101,9 @@ def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dic
     original = {k: v.clone() for k, v in model.state_dict().items()}
     spec = parse_data_spec("pydoc")
     windows = token_windows(bundle.tokenizer, documents(spec, "eval"), SEQ_LEN, eval_windows)
-    loop = calibration_loop(bundle, spec, calib_samples, SEQ_LEN, batch_size=4)
     rows: list[dict[str, Any]] = []
-    for grid, method, config in variants():
+    for grid, method, config, samples in variants(calib_samples):
+        loop = calibration_loop(bundle, spec, samples, SEQ_LEN, batch_size=4)
         model.load_state_dict(original)
         release_memory()
         before, start = rss_gb(), time.perf_counter()
@@ -108,7 +112,8 @@ def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dic
                 slimkit.apply(model, config, loop if config.needs_calibration else None)
         seconds = time.perf_counter() - start
         ppl = perplexity(model, windows, batch_size=4)
-        rows.append({"grid": grid, "method": method, "perplexity": round(ppl, 3), "seconds": round(seconds, 1),
+        rows.append({"grid": grid, "method": method, "calib_windows": samples if config and config.needs_calibration
+                     else 0, "perplexity": round(ppl, 3), "seconds": round(seconds, 1),
                      "rss_before_gb": round(before, 2), "peak_rss_gb": round(peak.peak, 2)})
         print(rows[-1], flush=True)
         write_results(rows, meta)  # after every row, so an interrupted run still leaves its numbers
@@ -131,11 +136,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "decoder Linears only (tied embedding / lm_head stay fp32). `gap closed` = (ppl_RTN − ppl) / "
              "(ppl_RTN − ppl_fp32) on the same grid. RSS is the whole process, which also holds a "
              "540 MB copy of the original weights to reset between variants.", "",
-             "| grid | method | perplexity | gap closed | seconds | RSS before GB | peak RSS GB |",
-             "|---|---|---|---|---|---|---|"]
+             "| grid | method | calib windows | perplexity | gap closed | seconds | RSS before GB | peak RSS GB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         closed = r.get("gap_closed_vs_rtn")
-        lines.append(f"| {r['grid']} | {r['method']} | {r['perplexity']:.2f} | "
+        lines.append(f"| {r['grid']} | {r['method']} | {r['calib_windows']} | {r['perplexity']:.2f} | "
                      f"{'' if closed is None else f'{closed:.2f}'} | {r['seconds']} | {r['rss_before_gb']} | "
                      f"{r['peak_rss_gb']} |")
     lines += ["", f"torch {meta['torch']}, {meta['threads']} threads, run at {meta['date']}."]
