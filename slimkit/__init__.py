@@ -16,6 +16,10 @@ from slimkit.method import StepReport, registered_names
 from slimkit.models import ModelBundle, load_model
 from slimkit.pipeline import compress
 from slimkit.prune.magnitude import MagnitudePruneConfig
+from slimkit.prune.sparsegpt import SparseGPTConfig
+from slimkit.prune.wanda import WandaConfig
+from slimkit.quantize.awq import AWQConfig
+from slimkit.quantize.gptq import GPTQConfig
 from slimkit.quantize.rtn import RTNConfig
 from slimkit.recipe import Recipe, load_recipe
 
@@ -25,5 +29,5 @@ __version__ = "0.1.0"
 __all__ = [
     "apply", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save", "load", "load_dir",
     "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
-    "MagnitudePruneConfig", "RTNConfig",
+    "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
 ]
