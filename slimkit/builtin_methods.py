@@ -5,7 +5,9 @@ here. One import per line, grouped by family.
 """
 
 # ruff: noqa: F401
+import slimkit.prune.gradual
 import slimkit.prune.magnitude
+import slimkit.prune.nm_prune
 import slimkit.prune.sparsegpt
 import slimkit.prune.wanda
 import slimkit.quantize.awq
