@@ -42,26 +42,27 @@ def rtn(bits: int, group: int | None) -> RTNConfig:
 
 
 def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]]:
-    """(grid, method, config, calibration windows): required rows first, GPTQ g128 right after fp32 so
-    its memory peak is measured early; the last row repeats GPTQ g128 with 128 calibration windows."""
+    """(grid, method, config, calibration windows), most important first (results are written after every
+    row): GPTQ g128 right after fp32 so its memory peak is measured early, then the comparisons at each
+    grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then extras."""
     gptq = GPTQConfig(bits=4, group_size=128)
-    rows: list[tuple[str, str, BaseConfig | None]] = [
-        ("fp32", "fp32", None),
-        ("int4 g128", "gptq", gptq),
-        ("int8 channel", "rtn", rtn(8, None)),
-        ("int4 g128", "rtn", rtn(4, 128)),
-        ("int4 g128", "awq", AWQConfig(bits=4, group_size=128)),
-        ("int4 g64", "rtn", rtn(4, 64)),
-        ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64)),
-        ("int4 g32", "rtn", rtn(4, 32)),
-        ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32)),
-        ("int3 g128", "rtn", rtn(3, 128)),
-        ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128)),
-        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True)),
-        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False)),
+    rows: list[tuple[str, str, BaseConfig | None, int]] = [
+        ("fp32", "fp32", None, 0),
+        ("int4 g128", "gptq", gptq, calib_samples),
+        ("int4 g128", "rtn", rtn(4, 128), 0),
+        ("int4 g128", "awq", AWQConfig(bits=4, group_size=128), calib_samples),
+        ("int8 channel", "rtn", rtn(8, None), 0),
+        ("int4 g64", "rtn", rtn(4, 64), 0),
+        ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64), calib_samples),
+        ("int3 g128", "rtn", rtn(3, 128), 0),
+        ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128), calib_samples),
+        ("int4 g128", "gptq (128 calib windows)", gptq, 128),
+        ("int4 g32", "rtn", rtn(4, 32), 0),
+        ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32), calib_samples),
+        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True), calib_samples),
+        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
     ]
-    out = [(grid, method, config, calib_samples) for grid, method, config in rows]
-    return out + [("int4 g128", "gptq (128 calib windows)", gptq, 128)]
+    return rows
 
 
 def rss_gb() -> float:
@@ -103,7 +104,7 @@ def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dic
     windows = token_windows(bundle.tokenizer, documents(spec, "eval"), SEQ_LEN, eval_windows)
     rows: list[dict[str, Any]] = []
     for grid, method, config, samples in variants(calib_samples):
-        loop = calibration_loop(bundle, spec, samples, SEQ_LEN, batch_size=4)
+        loop = calibration_loop(bundle, spec, max(samples, 1), SEQ_LEN, batch_size=4)
         model.load_state_dict(original)
         release_memory()
         before, start = rss_gb(), time.perf_counter()
@@ -112,9 +113,9 @@ def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dic
                 slimkit.apply(model, config, loop if config.needs_calibration else None)
         seconds = time.perf_counter() - start
         ppl = perplexity(model, windows, batch_size=4)
-        rows.append({"grid": grid, "method": method, "calib_windows": samples if config and config.needs_calibration
-                     else 0, "perplexity": round(ppl, 3), "seconds": round(seconds, 1),
-                     "rss_before_gb": round(before, 2), "peak_rss_gb": round(peak.peak, 2)})
+        rows.append({"grid": grid, "method": method, "calib_windows": samples, "perplexity": round(ppl, 3),
+                     "seconds": round(seconds, 1), "rss_before_gb": round(before, 2),
+                     "peak_rss_gb": round(peak.peak, 2)})
         print(rows[-1], flush=True)
         write_results(rows, meta)  # after every row, so an interrupted run still leaves its numbers
     return rows
