@@ -14,6 +14,7 @@ import json
 import resource
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ RESULTS = Path(__file__).parent / "results"
 SEQ_LEN = 512
 
 
-def magnitude_n_m(model: nn.Module, n: int, m: int) -> None:
+def magnitude_n_m(model: nn.Module, *, n: int, m: int) -> None:
     """Magnitude N:M baseline: keep the n largest |w| of every m inputs (no data)."""
     with torch.no_grad():
         for t in iter_targets(model, Targets()):
@@ -52,7 +53,7 @@ def variants() -> list[tuple[str, str, BaseConfig | Callable[[nn.Module], None] 
                  (label, "sparsegpt", SparseGPTConfig(sparsity=s)), (label, "wanda", WandaConfig(sparsity=s))]
     for n, m in ((2, 4), (4, 8)):
         label = f"{n}:{m}"
-        rows += [(label, "magnitude", lambda model, n=n, m=m: magnitude_n_m(model, n, m)),
+        rows += [(label, "magnitude", partial(magnitude_n_m, n=n, m=m)),
                  (label, "sparsegpt", SparseGPTConfig(n=n, m=m)), (label, "wanda", WandaConfig(n=n, m=m))]
     return rows
 
