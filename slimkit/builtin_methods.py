@@ -9,6 +9,7 @@ import slimkit.prune.gradual
 import slimkit.prune.magnitude
 import slimkit.prune.nm_prune
 import slimkit.prune.sparsegpt
+import slimkit.prune.structured.method
 import slimkit.prune.wanda
 import slimkit.quantize.awq
 import slimkit.quantize.gptq

@@ -121,6 +121,7 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
         tokenizer = model.tokenizer  # type: ignore[union-attr]
     else:
         model, tokenizer = hf.rebuild_hf(path, kind)
+    resize_modules_to_state(model, state)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit the architecture (missing {result.missing_keys[:5]}, "
@@ -131,3 +132,31 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
         set_quant_record(modules[module_name], param_name, record)
     return ModelBundle(model.eval(), kind, str(path), tokenizer, header.get("arch"),
                        list(header.get("applied", [])), header.get("origin"))
+
+
+_SIZE_ATTRIBUTES = {nn.Linear: ("out_features", "in_features"), nn.Conv2d: ("out_channels", "in_channels"),
+                    nn.BatchNorm1d: ("num_features", None), nn.BatchNorm2d: ("num_features", None)}
+
+
+def resize_modules_to_state(model: nn.Module, state: dict[str, Any]) -> None:
+    """Give Linear/Conv2d/BatchNorm modules the shapes saved in ``state`` (structured pruning shrinks them).
+
+    A freshly rebuilt skeleton has the original sizes; each module whose saved weight differs gets
+    uninitialised tensors of the saved shapes (filled by ``load_state_dict`` next) and updated size
+    attributes. Modules whose shapes match are left untouched.
+    """
+    import torch
+
+    for name, module in model.named_modules():
+        attrs = _SIZE_ATTRIBUTES.get(type(module))
+        saved = state.get(f"{name}.weight" if name else "weight")
+        if attrs is None or saved is None or tuple(saved.shape) == tuple(module.weight.shape):
+            continue
+        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            new = state.get(f"{name}.{key}")
+            if new is not None and tensor.dim() > 0:
+                blank = torch.empty(new.shape, dtype=tensor.dtype)
+                setattr(module, key, nn.Parameter(blank, tensor.requires_grad) if key in module._parameters else blank)
+        setattr(module, attrs[0], saved.shape[0])
+        if attrs[1]:
+            setattr(module, attrs[1], saved.shape[1])

@@ -1,0 +1,1 @@
+"""Small training utilities: a classifier training loop and loss-computing forward loops."""
