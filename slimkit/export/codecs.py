@@ -3,7 +3,8 @@
 Each tensor is stored with one codec recorded in the JSON header:
 * ``dense``: as it is;
 * ``alias``: the same storage as another entry (tied embeddings are written once);
-* ``int``: a quantized weight as bit-packed integers plus scales (and zero points if affine).
+* ``int``: a quantized weight as bit-packed integers plus scales (and zero points if affine);
+* ``bitmask``: a sparse float tensor as a bitmask plus its nonzero values (``sparse_codec``).
 Decompression gives back the float state dict and the quantization records.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slimkit.export.sparse_codec import decode_bitmask_entry, encode_bitmask_entry, worth_bitmask
 from slimkit.quantize.packing import pack_bits, unpack_bits
 from slimkit.quantize.primitives import QuantScheme, as_matrix, dequantize, quantize
 from slimkit.quantize.record import QuantRecord
@@ -64,6 +66,8 @@ def compress_state_dict(
             header[name] = {"codec": "alias", "of": aliases[name]}
         elif name in records:
             header[name] = _encode_int(name, t.detach(), records[name], tensors)
+        elif worth_bitmask(t):
+            header[name] = encode_bitmask_entry(name, t, tensors)
         else:
             tensors[name] = t.detach().contiguous()
             header[name] = {"codec": "dense"}
@@ -93,6 +97,8 @@ def decompress_state_dict(
             state[name] = tensors[name]
         elif codec == "int":
             state[name], records[name] = _decode_int(name, entry, tensors)
+        elif codec == "bitmask":
+            state[name] = decode_bitmask_entry(name, entry, tensors)
         elif codec != "alias":
             raise ValueError(f"{name}: unknown codec {codec!r} in the slimkit header")
     for name, entry in header.items():
