@@ -63,7 +63,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
             opt.step()
             sched.step()
             step += 1
-            epoch_loss += float(loss) * len(idx)
+            epoch_loss += float(loss.detach()) * len(idx)
             if on_step is not None:
                 on_step(step / total)
         losses.append(epoch_loss / len(y))
