@@ -28,8 +28,8 @@ from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
 from slimkit.eval.metrics import perplexity, weight_sparsity
 from slimkit.prune.magnitude import MagnitudePruneConfig
+from slimkit.prune.nm import nm_mask
 from slimkit.prune.sparsegpt import SparseGPTConfig
-from slimkit.prune.sparsegpt_math import n_m_mask
 from slimkit.prune.wanda import WandaConfig
 from slimkit.targets import iter_targets
 
@@ -41,7 +41,7 @@ def magnitude_n_m(model: nn.Module, *, n: int, m: int) -> None:
     """Magnitude N:M baseline: keep the n largest |w| of every m inputs (no data)."""
     with torch.no_grad():
         for t in iter_targets(model, Targets()):
-            t.param.mul_(n_m_mask(t.param.abs(), n, m).to(t.param.dtype))
+            t.param.mul_(nm_mask(t.param.abs(), n, m).to(t.param.dtype))
 
 
 def variants() -> list[tuple[str, str, BaseConfig | Callable[[nn.Module], None] | None]]:

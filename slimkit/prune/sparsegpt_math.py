@@ -8,7 +8,7 @@ columns of each row. Wanda (Sun et al., 2023, "A Simple and Effective Pruning Ap
 only scores ``|W_ij| · ‖X_j‖₂`` and drops the lowest per output row, without any weight update.
 
 Sparsity patterns: ``sparsity`` (a fraction, exact) or N:M (``n`` kept out of every ``m`` consecutive
-input columns of a row).
+input columns of a row, the convention of :mod:`slimkit.prune.nm`, whose ``nm_mask`` both use).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from slimkit.prune.masks import lowest_k_mask, prune_count
+from slimkit.prune.nm import check_nm, nm_mask
 from slimkit.quantize.gptq_math import inverse_hessian_factor, prepare_hessian
 
 
@@ -37,8 +38,9 @@ class SparsityPattern:
             raise ValueError(f"n:m needs 0 <= n < m, got {self.n}:{self.m}")
 
     def check_columns(self, cols: int) -> None:
-        if self.m is not None and cols % self.m:
-            raise ValueError(f"{self.n}:{self.m} sparsity needs the input width ({cols}) to be a multiple of {self.m}")
+        if self.m is not None:
+            assert self.n is not None
+            check_nm(self.n, self.m, cols)
 
 
 def lowest_per_row_mask(scores: Tensor, k: int) -> Tensor:
@@ -50,16 +52,6 @@ def lowest_per_row_mask(scores: Tensor, k: int) -> Tensor:
     return keep
 
 
-def n_m_mask(scores: Tensor, n: int, m: int) -> Tensor:
-    """Bool mask (rows, cols) keeping the ``n`` highest ``scores`` in every group of ``m`` columns."""
-    rows, cols = scores.shape
-    grouped = scores.reshape(rows, cols // m, m)  # (rows, groups, m)
-    keep = torch.ones_like(grouped, dtype=torch.bool)
-    order = torch.argsort(grouped, dim=2, stable=True)
-    keep.scatter_(2, order[..., : m - n], False)
-    return keep.reshape(rows, cols)
-
-
 def wanda_mask(w: Tensor, column_norms: Tensor, pattern: SparsityPattern) -> Tensor:
     """Wanda's keep-mask for ``w`` (rows, cols) given input norms ``‖X_j‖₂`` (cols,).
 
@@ -69,7 +61,7 @@ def wanda_mask(w: Tensor, column_norms: Tensor, pattern: SparsityPattern) -> Ten
     scores = w.detach().double().abs() * column_norms.double()[None, :]  # (rows, cols)
     if pattern.m is not None:
         assert pattern.n is not None
-        return n_m_mask(scores, pattern.n, pattern.m)
+        return nm_mask(scores, pattern.n, pattern.m)
     assert pattern.sparsity is not None
     return lowest_per_row_mask(scores, prune_count(w.shape[1], pattern.sparsity))
 
@@ -121,7 +113,7 @@ def sparsegpt_prune(w: Tensor, h: Tensor, pattern: SparsityPattern, *, damp: flo
                 assert pattern.n is not None
                 cols_i = slice(i, i + pattern.m)
                 saliency = block[:, cols_i].pow(2) / diag[cols_i].pow(2)[None, :]  # (rows, m)
-                keep[:, cols_i] = n_m_mask(saliency, pattern.n, pattern.m)
+                keep[:, cols_i] = nm_mask(saliency, pattern.n, pattern.m)
             col = block[:, i]
             col_hat = col * keep[:, i]
             err = (col - col_hat) / u[start + i, start + i]  # (rows,)

@@ -7,8 +7,9 @@ from pydantic import ValidationError
 
 import slimkit
 from slimkit.prune.masks import magnitude_mask
+from slimkit.prune.nm import nm_mask
 from slimkit.prune.sparsegpt import SparseGPTConfig
-from slimkit.prune.sparsegpt_math import SparsityPattern, n_m_mask, sparsegpt_prune
+from slimkit.prune.sparsegpt_math import SparsityPattern, sparsegpt_prune
 from tests._models import tiny_llama, token_batches
 
 
@@ -47,7 +48,7 @@ def test_n_m_pattern_holds_in_every_group(n, m):
     pruned = sparsegpt_prune(w, 2 * x.T @ x / x.shape[0], SparsityPattern(n=n, m=m), block_size=32)
     nonzero = (pruned != 0).reshape(24, 64 // m, m).sum(-1)  # (rows, groups)
     assert torch.all(nonzero == n)
-    magnitude = w * n_m_mask(w.abs(), n, m)
+    magnitude = w * nm_mask(w.abs(), n, m)
     assert output_error(x, w, pruned) < output_error(x, w, magnitude)
 
 
