@@ -13,4 +13,5 @@ import slimkit.prune.structured.method
 import slimkit.prune.wanda
 import slimkit.quantize.awq
 import slimkit.quantize.gptq
+import slimkit.quantize.pack_method
 import slimkit.quantize.rtn

@@ -25,6 +25,7 @@ from slimkit.export.codecs import compress_state_dict, decompress_state_dict
 from slimkit.models import hf
 from slimkit.models.bundle import MODEL_KINDS, ModelBundle
 from slimkit.models.zoo import build_architecture
+from slimkit.quantize.packed import install_packed, packed_header
 from slimkit.quantize.record import quant_records, set_quant_record
 
 FORMAT = "slimkit"
@@ -51,6 +52,9 @@ def write_into(bundle: ModelBundle, directory: Path) -> None:
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": bundle.kind,
               "source": bundle.source, "origin": bundle.root_source, "arch": bundle.arch,
               "applied": bundle.applied, "tensors": codecs}
+    packed = packed_header(bundle.model)
+    if packed:
+        header["packed"] = packed  # which modules are packed, with which kernel; rebuilt on load
     if bundle.kind == "sentence-transformer":
         hf.save_st_skeleton(bundle, directory)
     elif bundle.kind != "torch":
@@ -122,6 +126,8 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     else:
         model, tokenizer = hf.rebuild_hf(path, kind)
     resize_modules_to_state(model, state)
+    if header.get("packed"):
+        install_packed(model, header["packed"])
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit the architecture (missing {result.missing_keys[:5]}, "

@@ -1,0 +1,88 @@
+"""Thin, capability-checked wrappers around the low-bit matmul kernels that torch ships for x86 CPUs.
+
+Three kernels are used, each with the constraints measured on torch 2.13 (see ``facts.md``):
+
+* int4 weight-only (``aten._weight_int4pack_mm_for_cpu``): unsigned 4-bit weights, per-group
+  ``(scale, zero)`` with ``w = (u - 8) · scale + zero``; output features divisible by 16, input features
+  even and divisible by the kernel group (32, 64, 128 or 256). Fast only with bf16 activations, so
+  :func:`int4_weight_mm` always runs it in bf16.
+* int8 weight-only (``aten._weight_int8pack_mm``): signed int8 weights, one scale per output channel;
+  fast only with bf16 activations, so :func:`int8_weight_mm` always runs it in bf16.
+* int8 dynamic (``quantized.linear_dynamic``, fbgemm / x86 engine): int8 per-channel weights, float32
+  activations quantized per call. The packed weight is an opaque fbgemm object, rebuilt after loading.
+
+Each wrapper takes and returns 2-D tensors; reshaping and dtype policy belong to the packed modules.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+#: Group sizes the int4 CPU kernel accepts, largest first (the largest exact one is preferred).
+INT4_KERNEL_GROUPS = (256, 128, 64, 32)
+KERNEL_DTYPE = torch.bfloat16
+
+
+def int4_kernel_available() -> bool:
+    """Whether this torch build has the int4 weight-only CPU kernel."""
+    aten = torch.ops.aten
+    return hasattr(aten, "_weight_int4pack_mm_for_cpu") and hasattr(aten, "_convert_weight_to_int4pack_for_cpu")
+
+
+def int8_weight_kernel_available() -> bool:
+    """Whether this torch build has the int8 weight-only kernel."""
+    return hasattr(torch.ops.aten, "_weight_int8pack_mm")
+
+
+def dynamic_int8_available() -> bool:
+    """Whether the fbgemm/x86 dynamic int8 linear is usable (needs the x86 or fbgemm engine)."""
+    engines = torch.backends.quantized.supported_engines
+    return hasattr(torch.ops.quantized, "linear_dynamic") and ("x86" in engines or "fbgemm" in engines)
+
+
+def int4_kernel_group(out_features: int, in_features: int, record_group_width: int) -> int | None:
+    """The int4 kernel group that reproduces a record's groups exactly, or ``None`` if none does.
+
+    A record group of width W (ragged last group allowed) is expressed exactly by any kernel group g
+    that divides both W and ``in_features``: each record scale is repeated W/g times.
+    """
+    if not int4_kernel_available() or out_features % 16 or in_features % 2:
+        return None
+    for g in INT4_KERNEL_GROUPS:
+        if record_group_width % g == 0 and in_features % g == 0:
+            return g
+    return None
+
+
+def pack_int4_weight(unsigned: Tensor) -> Tensor:
+    """Convert unsigned 4-bit values (out, in) in [0, 15] to the kernel's packed uint8 layout (out, in/2)."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned.to(torch.int32).contiguous(), 8)
+
+
+def int4_weight_mm(x: Tensor, packed: Tensor, group: int, scale_zero: Tensor) -> Tensor:
+    """``x`` (M, in) times the packed int4 weight; ``scale_zero`` (in/group, out, 2) bf16. Returns (M, out) bf16."""
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(KERNEL_DTYPE).contiguous(), packed, group, scale_zero)
+
+
+def int8_weight_mm(x: Tensor, weight: Tensor, scales: Tensor) -> Tensor:
+    """``x`` (M, in) times int8 ``weight`` (out, in) with per-channel bf16 ``scales`` (out,). Returns (M, out) bf16."""
+    return torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE).contiguous(), weight, scales)
+
+
+def prepack_dynamic_int8(weight: Tensor, scales: Tensor) -> object:
+    """fbgemm-prepack int8 ``weight`` (out, in) with per-channel ``scales`` (out,) (symmetric, zero point 0)."""
+    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates quantized tensor creation; fbgemm's prepack still needs one.
+        warnings.simplefilter("ignore", UserWarning)
+        qweight = torch._make_per_channel_quantized_tensor(weight.to(torch.int8), scales.double(), zero_points, 0)
+        return torch.ops.quantized.linear_prepack(qweight, None)
+
+
+def dynamic_int8_mm(x: Tensor, packed: object) -> Tensor:
+    """``x`` (M, in) float32, quantized per call to 8 bits, times the prepacked weight. Returns (M, out) float32."""
+    # reduce_range=False: this CPU has VNNI, so full-range activations do not saturate.
+    return torch.ops.quantized.linear_dynamic(x.float().contiguous(), packed, False)

@@ -1,0 +1,130 @@
+"""``quant.pack``: swap quantized Linear layers for packed layers that run real low-bit CPU kernels.
+
+Quantization methods (RTN, GPTQ, AWQ) leave dequantized float weights plus a QuantRecord; this step
+turns each targeted ``nn.Linear`` that carries a record into the packed module built from the record's
+own integers (see :mod:`slimkit.quantize.packed` for when each kernel is chosen). Recipe::
+
+    steps:
+      - {method: quant.rtn, bits: 4, granularity: group, group_size: 64}
+      - {method: quant.pack, kernel: auto}
+
+``kernel: int8-dynamic`` also packs Linear layers without a record (quantizing their float weights
+per channel to int8, like ``torch.ao.quantization.quantize_dynamic``); other kernels leave them float.
+
+The int4 and int8 weight-only kernels are fast only with bf16 activations, so ``activation_dtype:
+auto`` converts the rest of the model (embeddings, norms, attention, ``lm_head``) to bf16 when it
+packs any weight-only layer; ``float32`` keeps the rest of the model in float32 and the packed layers
+cast their inputs to bf16 and back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from slimkit.config import BaseConfig, Targets
+from slimkit.method import Method, register
+from slimkit.quantize.packed import PACKED_KERNELS, PackedLinear, float_dtype, replace_module
+from slimkit.quantize.primitives import QuantScheme, compute_qparams, quantize
+from slimkit.quantize.record import QuantRecord, get_quant_record
+from slimkit.targets import resolve_targets
+
+Kernel = Literal["auto", "int8-dynamic", "int4-weight", "int8-weight", "dequant"]
+_WEIGHT_ONLY = ("int4-weight", "int8-weight")
+_INT8_CHANNEL = QuantScheme(8, True, "channel")
+
+
+class PackConfig(BaseConfig):
+    """Replace quantized Linear layers by packed integer layers running CPU kernels.
+
+    ``kernel: auto`` picks int4-weight for 4-bit records the int4 kernel can run, int8-weight (bf16
+    model) or int8-dynamic (float32 model) for 8-bit per-channel symmetric records, and the dequant
+    fallback for everything else. An explicit kernel falls back to dequant for layers it cannot run
+    (counted in the step's stats). ``activation_dtype: auto`` runs the model in bf16 when any
+    weight-only kernel is used, else keeps its dtype.
+    """
+
+    method: Literal["quant.pack"] = "quant.pack"
+    kernel: Kernel = "auto"
+    activation_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    targets: Targets = Field(default_factory=lambda: Targets(module_types=("Linear",)))
+
+
+def choose_kernel(requested: Kernel, scheme: QuantScheme | None, out_features: int, in_features: int,
+                  activation_dtype: str) -> str | None:
+    """The kernel one layer gets, or ``None`` to leave it float (no record, and not int8-dynamic)."""
+    if scheme is None:
+        return "int8-dynamic" if requested == "int8-dynamic" else None
+    if requested == "auto":
+        int8 = "int8-dynamic" if activation_dtype == "float32" else "int8-weight"
+        candidates = ["int4-weight", int8]
+    elif requested == "int8-dynamic":
+        return "int8-dynamic"  # a record it cannot use is re-quantized from the float weights
+    else:
+        candidates = [requested]
+    for name in candidates:
+        if PACKED_KERNELS[name].supports(scheme, out_features, in_features):
+            return name
+    return "dequant"
+
+
+def pack_linear(linear: nn.Linear, record: QuantRecord | None, kernel: str,
+                compute_dtype: torch.dtype = torch.float32) -> PackedLinear:
+    """The packed module of ``kernel`` for ``linear``, from ``record``'s integers when the kernel can use them.
+
+    Without a usable record (int8-dynamic only) the float weight is quantized per channel to int8.
+    """
+    cls = PACKED_KERNELS[kernel]
+    w = linear.weight.detach().float()  # (out, in)
+    if record is not None and cls.supports(record.scheme, *w.shape):
+        scheme, scale, zero = record.scheme, record.scale, record.zero
+    elif kernel == "int8-dynamic":
+        scheme = _INT8_CHANNEL
+        scale, zero = compute_qparams(w, scheme)
+    else:
+        raise ValueError(f"{kernel} needs a QuantRecord it can run (got {record.scheme if record else None})")
+    q = quantize(w, scale, zero, scheme)  # (out, in) integers, exactly the record's
+    kwargs: dict[str, Any] = {"compute_dtype": compute_dtype} if kernel == "dequant" else {}
+    bias = linear.bias.detach().float() if linear.bias is not None else None
+    return cls.from_integers(q, scale, zero, scheme, bias, **kwargs)
+
+
+@register(PackConfig)
+class PackMethod(Method[PackConfig]):
+    """Swap every targeted, quantized ``nn.Linear`` for its packed module; convert the rest if asked."""
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        cfg = self.config
+        plan: list[tuple[str, nn.Linear, QuantRecord | None, str]] = []
+        skipped = 0
+        for t in resolve_targets(model, cfg.targets, "quant.pack"):
+            record = get_quant_record(t.module, "weight")
+            kernel = None
+            if isinstance(t.module, nn.Linear) and t.param_name == "weight":
+                scheme = record.scheme if record else None
+                kernel = choose_kernel(cfg.kernel, scheme, t.module.out_features, t.module.in_features,
+                                       cfg.activation_dtype)
+            if kernel is None:
+                skipped += 1
+            else:
+                plan.append((t.module_name, t.module, record, kernel))
+        dtype = self._activation_dtype(model, [k for *_, k in plan])
+        for name, linear, record, kernel in plan:
+            replace_module(model, name, pack_linear(linear, record, kernel, dtype))
+        if float_dtype(model) != dtype:
+            model.to(dtype)  # packed modules keep their integers and scales exact
+        counts = Counter(k for *_, k in plan)
+        fallback = counts["dequant"] if cfg.kernel not in ("auto", "dequant") else 0
+        return {"packed": dict(sorted(counts.items())), "dequant_fallback": fallback,
+                "left_float": skipped, "activation_dtype": str(dtype).removeprefix("torch.")}
+
+    def _activation_dtype(self, model: nn.Module, kernels: list[str]) -> torch.dtype:
+        if self.config.activation_dtype != "auto":
+            return getattr(torch, self.config.activation_dtype)
+        if any(k in _WEIGHT_ONLY for k in kernels):
+            return torch.bfloat16
+        return float_dtype(model)

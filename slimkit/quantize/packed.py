@@ -1,0 +1,292 @@
+"""Packed quantized linear layers: integer weights in memory and on disk, computed by real CPU kernels.
+
+Every packed layer keeps the same portable state (saved by ``slimkit.save``): ``qdata``, the weight's
+integers bit-packed with :mod:`slimkit.quantize.packing` (``q - qmin``, ``bits`` bits each), ``scale``
+(out, n_groups) float32, ``zero`` (out, n_groups) uint8 for affine schemes, and an optional float
+``bias``. From that state each class derives its kernel's own layout when built or loaded:
+
+* :class:`Int4WeightLinear`, chosen for 4-bit records whose groups the int4 kernel can express
+  (out % 16 == 0, in % 2 == 0, a kernel group of 32/64/128/256 dividing both the record group and
+  ``in``; per-channel and ragged groups map onto smaller kernel groups exactly). Runs in bf16.
+* :class:`Int8WeightLinear`, chosen for 8-bit symmetric per-channel / per-tensor records when the
+  model runs in bf16. Runs in bf16.
+* :class:`Int8DynamicLinear`, int8 per-channel weights with activations quantized per call (fbgemm);
+  runs in float32, fast at every batch size.
+* :class:`DequantLinear`, the fallback for everything else (2/3/5..7-bit, binary, shapes the kernels
+  refuse): dequantizes once into a cached float weight and uses ``F.linear``; it saves disk, not RAM
+  or time.
+
+The integers are exactly the record's. The bf16 kernels take bf16 scales and zeros, so their weights
+equal the record's up to bf16 rounding of the scales (relative 2^-9), the same order as bf16
+activation rounding. Packed layers are CPU modules; ``.to(dtype)`` keeps their integers and scales
+exact and only converts ``bias``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slimkit.quantize import kernels
+from slimkit.quantize.packing import pack_bits, packed_nbytes, unpack_bits
+from slimkit.quantize.primitives import QuantScheme, dequantize
+
+_EXACT_BUFFERS = ("qdata", "scale", "zero")
+
+
+def _n_groups(scheme: QuantScheme, in_features: int) -> int:
+    return math.ceil(in_features / scheme.group_width(in_features)) if scheme.granularity == "group" else 1
+
+
+class PackedLinear(nn.Module, ABC):
+    """Base of the packed layers: portable integer state plus a kernel-specific layout derived from it."""
+
+    kernel: ClassVar[str]
+
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, has_bias: bool) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        rows, groups = out_features, _n_groups(scheme, in_features)
+        self.register_buffer("qdata", torch.zeros(packed_nbytes(rows * in_features, scheme.bits), dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones(rows, groups))
+        self.zero: Tensor | None
+        if scheme.symmetric:
+            self.zero = None
+        else:
+            self.register_buffer("zero", torch.zeros(rows, groups, dtype=torch.uint8))
+        self.bias = nn.Parameter(torch.zeros(rows), requires_grad=False) if has_bias else None
+
+    @classmethod
+    def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
+        """Whether this kernel can run a weight of this scheme and shape exactly."""
+        return True
+
+    @classmethod
+    def from_integers(cls, q: Tensor, scale: Tensor, zero: Tensor, scheme: QuantScheme, bias: Tensor | None,
+                      **kwargs: Any) -> PackedLinear:
+        """Build from integers ``q`` (out, in) on the scheme's grid and their ``scale``/``zero`` (out, n_groups)."""
+        out_features, in_features = q.shape
+        if not cls.supports(scheme, out_features, in_features):
+            raise ValueError(f"{cls.kernel} cannot run a {out_features}×{in_features} weight with {scheme}")
+        module = cls(in_features, out_features, scheme, bias is not None, **kwargs)
+        with torch.no_grad():
+            module.qdata.copy_(pack_bits(q - scheme.qmin, scheme.bits))
+            module.scale.copy_(scale)
+            if module.zero is not None:
+                module.zero.copy_(zero.to(torch.uint8))
+            if module.bias is not None and bias is not None:
+                module.bias.copy_(bias)
+        module.build_kernel()
+        return module
+
+    def integers(self) -> Tensor:
+        """The weight's integers (out, in) on the scheme's grid, int16."""
+        numel = self.out_features * self.in_features
+        u = unpack_bits(self.qdata, self.scheme.bits, numel).reshape(self.out_features, self.in_features)
+        return u + self.scheme.qmin
+
+    def zero_point(self) -> Tensor:
+        """Zero points (out, n_groups) as float (zeros for symmetric schemes)."""
+        return self.zero.float() if self.zero is not None else torch.zeros_like(self.scale)
+
+    def dequantized_weight(self) -> Tensor:
+        """The weight the integers and scales stand for, float32 (out, in), exactly as the QuantRecord gives it."""
+        return dequantize(self.integers(), self.scale, self.zero_point(), self.scheme)
+
+    def spec(self) -> dict[str, Any]:
+        """JSON description from which :func:`packed_from_spec` rebuilds an empty module of this layout."""
+        s = self.scheme
+        return {"kernel": self.kernel, "in_features": self.in_features, "out_features": self.out_features,
+                "bits": s.bits, "symmetric": s.symmetric, "granularity": s.granularity,
+                "group_size": s.group_size, "bias": self.bias is not None}
+
+    @abstractmethod
+    def build_kernel(self) -> None:
+        """Derive the kernel's layout from the portable state (after construction, loading or ``.to``)."""
+
+    @abstractmethod
+    def matmul(self, x: Tensor) -> Tensor:
+        """``x`` (M, in) times the weight, (M, out), in the kernel's dtype."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.matmul(x.reshape(-1, self.in_features)).to(x.dtype)  # (M, out)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:
+        exact = {name: self._buffers[name] for name in _EXACT_BUFFERS if self._buffers.get(name) is not None}
+        super()._apply(fn, recurse)
+        self._buffers.update(exact)  # integers and scales never change dtype
+        self.build_kernel()
+        return self
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.build_kernel()
+
+    def extra_repr(self) -> str:
+        s = self.scheme
+        group = f", group_size={s.group_size}" if s.granularity == "group" else f", {s.granularity}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={s.bits}, "
+                f"{'symmetric' if s.symmetric else 'affine'}{group}, bias={self.bias is not None}")
+
+
+class Int4WeightLinear(PackedLinear):
+    """4-bit weights on the int4 CPU kernel; activations run in bf16 (cast in and out if needed)."""
+
+    kernel = "int4-weight"
+
+    @classmethod
+    def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
+        return scheme.bits == 4 and cls.kernel_group(scheme, out_features, in_features) is not None
+
+    @staticmethod
+    def kernel_group(scheme: QuantScheme, out_features: int, in_features: int) -> int | None:
+        width = scheme.group_width(in_features) if scheme.granularity == "group" else in_features
+        return kernels.int4_kernel_group(out_features, in_features, width)
+
+    def build_kernel(self) -> None:
+        s = self.scheme
+        group = self.kernel_group(s, self.out_features, self.in_features)
+        assert group is not None
+        width = s.group_width(self.in_features) if s.granularity == "group" else self.in_features
+        # The kernel computes (u - 8) · scale + zero with u = q - qmin, so zero = (8 + qmin - z) · scale.
+        offset = (8 + s.qmin - self.zero_point()) * self.scale  # (out, n_groups)
+        repeat, n_kernel_groups = width // group, self.in_features // group
+        scale_k = self.scale.repeat_interleave(repeat, dim=1)[:, :n_kernel_groups]  # (out, in/group)
+        offset_k = offset.repeat_interleave(repeat, dim=1)[:, :n_kernel_groups]
+        self._group = group
+        self._scale_zero = torch.stack([scale_k.t(), offset_k.t()], dim=-1).to(kernels.KERNEL_DTYPE).contiguous()
+        self._packed = kernels.pack_int4_weight(self.integers() - s.qmin)  # (out, in/2) uint8
+
+    def matmul(self, x: Tensor) -> Tensor:
+        return kernels.int4_weight_mm(x, self._packed, self._group, self._scale_zero)
+
+
+def _per_channel_int8(scheme: QuantScheme) -> bool:
+    return scheme.bits == 8 and scheme.symmetric and scheme.granularity in ("channel", "tensor")
+
+
+class Int8WeightLinear(PackedLinear):
+    """8-bit symmetric per-channel weights on the int8 weight-only kernel; activations run in bf16."""
+
+    kernel = "int8-weight"
+
+    @classmethod
+    def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
+        return _per_channel_int8(scheme) and kernels.int8_weight_kernel_available()
+
+    def build_kernel(self) -> None:
+        self._weight = self.integers().to(torch.int8).contiguous()  # (out, in)
+        self._scales = self.scale[:, 0].to(kernels.KERNEL_DTYPE).contiguous()  # (out,)
+
+    def matmul(self, x: Tensor) -> Tensor:
+        return kernels.int8_weight_mm(x, self._weight, self._scales)
+
+
+class Int8DynamicLinear(PackedLinear):
+    """8-bit symmetric per-channel weights on fbgemm; float32 activations quantized to int8 per call."""
+
+    kernel = "int8-dynamic"
+
+    @classmethod
+    def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
+        return _per_channel_int8(scheme) and kernels.dynamic_int8_available()
+
+    def build_kernel(self) -> None:
+        self._packed = kernels.prepack_dynamic_int8(self.integers(), self.scale[:, 0])
+
+    def matmul(self, x: Tensor) -> Tensor:
+        return kernels.dynamic_int8_mm(x, self._packed)
+
+
+class DequantLinear(PackedLinear):
+    """Any bit width and shape: a float weight dequantized once (in ``compute_dtype``), then ``F.linear``."""
+
+    kernel = "dequant"
+
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, has_bias: bool,
+                 compute_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(in_features, out_features, scheme, has_bias)
+        self.compute_dtype = compute_dtype
+
+    def build_kernel(self) -> None:
+        self._weight = self.dequantized_weight().to(self.compute_dtype)  # (out, in)
+
+    def matmul(self, x: Tensor) -> Tensor:
+        return F.linear(x.to(self.compute_dtype), self._weight)
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}
+
+
+PACKED_KERNELS: dict[str, type[PackedLinear]] = {
+    cls.kernel: cls for cls in (Int4WeightLinear, Int8WeightLinear, Int8DynamicLinear, DequantLinear)
+}
+
+
+def packed_from_spec(spec: dict[str, Any]) -> PackedLinear:
+    """An empty packed module (zero state) of the layout ``spec`` describes; ``load_state_dict`` fills it."""
+    try:
+        cls = PACKED_KERNELS[spec["kernel"]]
+    except KeyError:
+        raise ValueError(f"unknown packed kernel {spec.get('kernel')!r}; known: {sorted(PACKED_KERNELS)}") from None
+    scheme = QuantScheme(spec["bits"], spec["symmetric"], spec["granularity"], spec["group_size"])
+    extra = {"compute_dtype": getattr(torch, spec["compute_dtype"])} if "compute_dtype" in spec else {}
+    module = cls(spec["in_features"], spec["out_features"], scheme, spec["bias"], **extra)
+    module.build_kernel()
+    return module
+
+
+def packed_modules(model: nn.Module) -> dict[str, PackedLinear]:
+    """Every packed module of ``model`` by its path."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, PackedLinear)}
+
+
+def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    """Put ``new`` at ``path`` (dotted module name) inside ``model``."""
+    parent_name, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s float parameters outside packed modules (float32 if it has none)."""
+    inside = {id(p) for m in packed_modules(model).values() for p in m.parameters()}
+    for p in model.parameters():
+        if p.is_floating_point() and id(p) not in inside:
+            return p.dtype
+    return torch.float32
+
+
+def packed_header(model: nn.Module) -> dict[str, Any] | None:
+    """The ``packed`` section of the slimkit header: the float dtype and each packed module's spec.
+
+    ``None`` for a float32 model without packed modules (a bf16 model records its dtype so that it
+    loads back as bf16).
+    """
+    modules, dtype = packed_modules(model), float_dtype(model)
+    if not modules and dtype == torch.float32:
+        return None
+    return {"float_dtype": str(dtype).removeprefix("torch."),
+            "modules": {name: m.spec() for name, m in modules.items()}}
+
+
+def install_packed(model: nn.Module, section: dict[str, Any]) -> None:
+    """Turn a freshly built float skeleton into the saved packed layout, ready for ``load_state_dict``.
+
+    The float parts are converted to the recorded dtype first, then each recorded path gets an empty
+    packed module of the recorded kernel (no pickle: everything comes from the JSON ``section``).
+    """
+    dtype = getattr(torch, str(section["float_dtype"]), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"packed section: {section['float_dtype']!r} is not a float dtype")
+    model.to(dtype)
+    for path, spec in section["modules"].items():
+        replace_module(model, path, packed_from_spec(spec))
