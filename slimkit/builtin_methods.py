@@ -15,3 +15,5 @@ import slimkit.quantize.awq
 import slimkit.quantize.gptq
 import slimkit.quantize.pack_method
 import slimkit.quantize.rtn
+import slimkit.quantize.smoothquant
+import slimkit.quantize.static

@@ -42,12 +42,13 @@ def _alias_map(state: dict[str, Tensor]) -> dict[str, str]:
 def _encode_int(name: str, t: Tensor, rec: QuantRecord, out: dict[str, Tensor]) -> dict[str, Any]:
     s = rec.scheme
     q = quantize(as_matrix(t), rec.scale, rec.zero, s)  # (rows, cols) on the integer grid
-    out[f"{name}.qdata"] = pack_bits(q - s.qmin, s.bits)
+    out[f"{name}.qdata"] = pack_bits(s.codes(q), s.bits)
     out[f"{name}.scale"] = rec.scale.float().contiguous()
     if not s.symmetric:
         out[f"{name}.zero"] = rec.zero.to(torch.uint8).contiguous()
     return {"codec": "int", "bits": s.bits, "symmetric": s.symmetric, "granularity": s.granularity,
-            "group_size": s.group_size, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+            "group_size": s.group_size, "kind": s.kind, "shape": list(t.shape),
+            "dtype": str(t.dtype).removeprefix("torch.")}
 
 
 def compress_state_dict(
@@ -75,12 +76,13 @@ def compress_state_dict(
 
 
 def _decode_int(name: str, entry: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[Tensor, QuantRecord]:
-    scheme = QuantScheme(entry["bits"], entry["symmetric"], entry["granularity"], entry["group_size"])
+    scheme = QuantScheme(entry["bits"], entry["symmetric"], entry["granularity"], entry["group_size"],
+                         entry.get("kind", "int"))
     shape = entry["shape"]
     rows, cols = shape[0], int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
     scale = tensors[f"{name}.scale"]
     zero = tensors[f"{name}.zero"].float() if not scheme.symmetric else torch.zeros_like(scale)
-    q = unpack_bits(tensors[f"{name}.qdata"], scheme.bits, rows * cols).reshape(rows, cols) + scheme.qmin
+    q = scheme.levels(unpack_bits(tensors[f"{name}.qdata"], scheme.bits, rows * cols).reshape(rows, cols))
     w = dequantize(q, scale, zero, scheme).reshape(shape).to(getattr(torch, entry["dtype"]))
     return w, QuantRecord(scheme, scale, zero)
 

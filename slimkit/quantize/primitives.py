@@ -7,7 +7,12 @@ last group ("ragged"), which is how hidden sizes like 576 are quantized at group
 Integer grids:
 * symmetric, b bits: q ∈ [-2^(b-1), 2^(b-1) - 1], x ≈ q · scale, scale = absmax / (2^(b-1) - 1);
 * affine,    b bits: q ∈ [0, 2^b - 1],             x ≈ (q - zero) · scale; the range always contains 0
-  so that zero is exactly representable (padding and pruned weights stay zero).
+  so that zero is exactly representable (padding and pruned weights stay zero);
+* binary (1 bit):  q ∈ {-1, +1}, x ≈ q · α with α = mean |w| of the group (sign × mean magnitude);
+* ternary (2 bits, TWN, Li & Liu 2016): q ∈ {-1, 0, +1}, zero below the threshold Δ = 0.7 · mean |w|,
+  α = mean |w| over the weights above Δ.
+Binary and ternary store α as ``scale`` and a zero ``zero_point``; :meth:`QuantScheme.codes` maps their
+levels to unsigned codes of 1 and 2 bits for packing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import torch
 from torch import Tensor
 
 Granularity = Literal["tensor", "channel", "group"]
+GridKind = Literal["int", "binary", "ternary"]
 _EPS = 1e-12
+TWN_THRESHOLD = 0.7  # Δ = 0.7 · mean|w|: TWN's approximation of the optimal ternary threshold
 
 
 @dataclass(frozen=True)
@@ -31,22 +38,40 @@ class QuantScheme:
     symmetric: bool = True
     granularity: Granularity = "channel"
     group_size: int | None = None
+    kind: GridKind = "int"
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {self.bits}")
-        if self.symmetric and self.bits < 2:
+        if self.kind != "int":
+            needed = 1 if self.kind == "binary" else 2
+            if self.bits != needed or not self.symmetric:
+                raise ValueError(f"{self.kind} weights are symmetric with bits={needed}, got bits={self.bits}, "
+                                 f"symmetric={self.symmetric}")
+        elif self.symmetric and self.bits < 2:
             raise ValueError("symmetric 1-bit has no zero-centred grid; use binary weights instead")
         if self.granularity == "group" and (self.group_size is None or self.group_size < 1):
             raise ValueError("granularity 'group' needs a positive group_size")
 
     @property
     def qmin(self) -> int:
+        if self.kind != "int":
+            return -1
         return -(2 ** (self.bits - 1)) if self.symmetric else 0
 
     @property
     def qmax(self) -> int:
+        if self.kind != "int":
+            return 1
         return 2 ** (self.bits - 1) - 1 if self.symmetric else 2**self.bits - 1
+
+    def codes(self, q: Tensor) -> Tensor:
+        """Unsigned codes in ``[0, 2^bits)`` for levels ``q`` (for packing); binary maps -1/+1 to 0/1."""
+        return torch.div(q + 1, 2, rounding_mode="floor") if self.kind == "binary" else q - self.qmin
+
+    def levels(self, codes: Tensor) -> Tensor:
+        """Inverse of :meth:`codes`."""
+        return codes * 2 - 1 if self.kind == "binary" else codes + self.qmin
 
     def group_width(self, cols: int) -> int:
         """Number of columns that share one scale."""
@@ -64,6 +89,15 @@ def _grouped(w: Tensor, width: int) -> Tensor:
     if pad:
         w = torch.nn.functional.pad(w, (0, pad))
     return w.reshape(rows, n_groups, width)
+
+
+def _scheme_groups(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, int]:
+    """``w`` (rows, cols) grouped as the scheme shares parameters, plus the padding of the last group."""
+    width = scheme.group_width(w.shape[1])
+    g = _grouped(w, width)  # (rows, n_groups, width)
+    if scheme.granularity == "tensor":
+        return g.reshape(1, 1, -1), 0
+    return g, g.shape[1] * width - w.shape[1]
 
 
 def _expand(p: Tensor, width: int, cols: int) -> Tensor:
@@ -85,10 +119,11 @@ def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     if w.dim() != 2:
         raise ValueError(f"compute_qparams expects a 2-D (rows, cols) weight, got shape {tuple(w.shape)}")
     w = w.detach().float()
-    g = _grouped(w, scheme.group_width(w.shape[1]))  # (rows, n_groups, width)
-    if scheme.granularity == "tensor":
-        g = g.reshape(1, 1, -1)
-    if scheme.symmetric:
+    g, pad = _scheme_groups(w, scheme)  # (rows, n_groups, width), or (1, 1, numel) per tensor
+    if scheme.kind != "int":
+        scale = _binary_alpha(g, pad) if scheme.kind == "binary" else _ternary_alpha_delta(g, pad)[0]
+        zero = torch.zeros_like(scale)
+    elif scheme.symmetric:
         scale = g.abs().amax(dim=-1).clamp_min(_EPS) / scheme.qmax
         zero = torch.zeros_like(scale)
     else:
@@ -101,10 +136,39 @@ def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     return scale, zero
 
 
+def _real_counts(g: Tensor, pad: int) -> Tensor:
+    """Real (not padding) entries per group of ``g`` (rows, n_groups, width), padding ``pad`` in the last
+    group: (1, n_groups)."""
+    counts = torch.full((1, g.shape[1]), float(g.shape[-1]))
+    counts[0, -1] -= pad
+    return counts
+
+
+def _binary_alpha(g: Tensor, pad: int) -> Tensor:
+    """α = mean |w| per group of ``g`` (rows, n_groups, width), ignoring padding: (rows, n_groups)."""
+    return (g.abs().sum(dim=-1) / _real_counts(g, pad)).clamp_min(_EPS)
+
+
+def _ternary_alpha_delta(g: Tensor, pad: int) -> tuple[Tensor, Tensor]:
+    """TWN's (α, Δ) per group of ``g`` (rows, n_groups, width): Δ = 0.7·mean|w|, α = mean |w| above Δ."""
+    mag = g.abs()  # padding is 0 and never above Δ
+    delta = TWN_THRESHOLD * mag.sum(dim=-1) / _real_counts(g, pad)  # (rows, n_groups)
+    above = mag > delta[..., None]
+    alpha = (mag * above).sum(dim=-1) / above.sum(dim=-1).clamp_min(1)
+    return alpha.clamp_min(_EPS), delta
+
+
 def quantize(w: Tensor, scale: Tensor, zero: Tensor, scheme: QuantScheme) -> Tensor:
-    """Map ``w`` (rows, cols) to integers on the scheme's grid (int16 tensor, same shape)."""
+    """Map ``w`` (rows, cols) to integers on the scheme's grid (int16 tensor, same shape).
+
+    Binary takes the sign (0 maps to +1); ternary and integer grids round to the nearest level, which
+    recovers the exact levels of weights already on the grid (TWN's own threshold is applied by
+    :func:`quantize_dequantize`).
+    """
     width = scheme.group_width(w.shape[1]) if scale.shape[1] > 1 else w.shape[1]
     s, z = _expand(scale, width, w.shape[1]), _expand(zero, width, w.shape[1])
+    if scheme.kind == "binary":
+        return torch.where(w.float() >= 0, 1, -1).to(torch.int16)
     q = torch.round(w.float() / s + z).clamp(scheme.qmin, scheme.qmax)
     return q.to(torch.int16)
 
@@ -117,9 +181,26 @@ def dequantize(q: Tensor, scale: Tensor, zero: Tensor, scheme: QuantScheme) -> T
 
 
 def quantize_dequantize(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor, Tensor]:
-    """Round-to-nearest: ``(w_hat, scale, zero)`` with ``w_hat`` the dequantized weights."""
+    """Round-to-nearest: ``(w_hat, scale, zero)`` with ``w_hat`` the dequantized weights.
+
+    Ternary schemes use TWN's threshold Δ instead of rounding at α/2.
+    """
+    if scheme.kind == "ternary":
+        return _ternarize(w, scheme)
     scale, zero = compute_qparams(w, scheme)
     return dequantize(quantize(w, scale, zero, scheme), scale, zero, scheme).to(w.dtype), scale, zero
+
+
+def _ternarize(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor, Tensor]:
+    """TWN ternarization of ``w`` (rows, cols): ``(w_hat, alpha, zero)`` with alpha (rows, n_groups)."""
+    g, pad = _scheme_groups(w.detach().float(), scheme)  # (rows, n_groups, width), or (1, 1, numel)
+    alpha, delta = _ternary_alpha_delta(g, pad)  # (rows or 1, n_groups)
+    levels = torch.sign(g) * (g.abs() > delta[..., None])  # (rows, n_groups, width) in {-1, 0, 1}
+    if scheme.granularity == "tensor":
+        levels = levels.reshape(w.shape[0], 1, -1)
+        alpha = alpha.expand(w.shape[0], 1).contiguous()
+    w_hat = (levels * alpha[..., None]).reshape(w.shape[0], -1)[:, : w.shape[1]]
+    return w_hat.to(w.dtype), alpha, torch.zeros_like(alpha)
 
 
 def as_matrix(w: Tensor) -> Tensor:

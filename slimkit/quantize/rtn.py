@@ -1,4 +1,8 @@
-"""Round-to-nearest (RTN) weight quantization: the data-free baseline every other method must beat."""
+"""Round-to-nearest (RTN) weight quantization: the data-free baseline every other method must beat.
+
+Besides integer grids (1–8 bits affine, 2–8 symmetric) it offers binary weights (sign × per-channel
+mean |w|, 1 bit on disk) and TWN ternary weights ({-α, 0, +α}, 2 bits on disk) via ``scheme``.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +14,43 @@ from torch import nn
 
 from slimkit.config import BaseConfig
 from slimkit.method import Method, register
-from slimkit.quantize.primitives import QuantScheme, as_matrix, quantize_dequantize
+from slimkit.quantize.primitives import GridKind, QuantScheme, as_matrix, quantize_dequantize
 from slimkit.quantize.record import QuantRecord, set_quant_record
 from slimkit.targets import resolve_targets
+
+_GRID_BITS = {"binary": 1, "ternary": 2}
 
 
 class RTNConfig(BaseConfig):
     """Round-to-nearest weight quantization.
 
     ``granularity`` picks one scale per tensor, per output channel, or per ``group_size`` input
-    columns (a ragged last group is allowed).
+    columns (a ragged last group is allowed). ``scheme`` picks the grid: ``int`` (``bits`` 1–8 affine,
+    2–8 symmetric), ``binary`` (±α, α = mean |w|) or ``ternary`` (TWN {-α, 0, +α}); binary and ternary
+    fix the bit width themselves, so ``bits`` must be left out for them.
     """
 
     method: Literal["quant.rtn"] = "quant.rtn"
-    bits: int = Field(8, ge=2, le=8)
+    scheme: GridKind = "int"
+    bits: int | None = Field(None, ge=1, le=8)
     symmetric: bool = True
     granularity: Literal["tensor", "channel", "group"] = "channel"
     group_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _group_needs_size(self) -> RTNConfig:
+    def _check_grid(self) -> RTNConfig:
         if (self.granularity == "group") != (self.group_size is not None):
             raise ValueError("group_size is required with granularity 'group' and only allowed with it")
+        if self.scheme != "int" and (self.bits is not None or not self.symmetric):
+            raise ValueError(f"scheme '{self.scheme}' fixes its own grid: leave out bits and symmetric")
+        if self.scheme == "int" and self.symmetric and self.bits == 1:
+            raise ValueError("1-bit needs symmetric: false (affine) or scheme: binary")
         return self
 
-    def scheme(self) -> QuantScheme:
-        return QuantScheme(self.bits, self.symmetric, self.granularity, self.group_size)
+    def quant_scheme(self) -> QuantScheme:
+        """The :class:`QuantScheme` this config describes."""
+        bits = _GRID_BITS.get(self.scheme, self.bits if self.bits is not None else 8)
+        return QuantScheme(bits, self.symmetric, self.granularity, self.group_size, self.scheme)
 
 
 @register(RTNConfig)
@@ -43,7 +58,7 @@ class RTNMethod(Method[RTNConfig]):
     """Quantize each targeted weight to the nearest grid point; no data needed."""
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
-        scheme = self.config.scheme()
+        scheme = self.config.quant_scheme()
         targets = resolve_targets(model, self.config.targets, "quant.rtn")
         sq_err, sq_ref, count = 0.0, 0.0, 0
         for t in targets:
@@ -56,4 +71,5 @@ class RTNMethod(Method[RTNConfig]):
                 w.copy_(w_hat.reshape(w.shape))
             set_quant_record(t.module, t.param_name, QuantRecord(scheme, scale, zero))
         sqnr = 10 * torch.log10(torch.tensor(sq_ref / max(sq_err, 1e-30))).item()
-        return {"layers": len(targets), "quantized_params": count, "weight_sqnr_db": round(sqnr, 2)}
+        return {"layers": len(targets), "quantized_params": count, "bits": scheme.bits,
+                "weight_sqnr_db": round(sqnr, 2)}
