@@ -14,6 +14,7 @@ import slimkit.prune.wanda
 import slimkit.quantize.awq
 import slimkit.quantize.gptq
 import slimkit.quantize.pack_method
+import slimkit.quantize.qat
 import slimkit.quantize.rtn
 import slimkit.quantize.smoothquant
 import slimkit.quantize.static

@@ -105,6 +105,18 @@ def _expand(p: Tensor, width: int, cols: int) -> Tensor:
     return p.repeat_interleave(width, dim=1)[:, :cols]
 
 
+def broadcast_qparams(p: Tensor, scheme: QuantScheme, cols: int) -> Tensor:
+    """Per-group parameters (rows, n_groups) broadcast to every weight (rows, cols); differentiable."""
+    width = scheme.group_width(cols) if p.shape[1] > 1 else cols
+    return _expand(p, width, cols)
+
+
+def numel_per_qparam(shape: tuple[int, int], scheme: QuantScheme) -> int:
+    """How many weights of a (rows, cols) matrix share one scale under ``scheme``."""
+    rows, cols = shape
+    return rows * cols if scheme.granularity == "tensor" else scheme.group_width(cols)
+
+
 def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     """Min-max quantization parameters for ``w``.
 

@@ -21,16 +21,16 @@ from slimkit.targets import resolve_targets
 _GRID_BITS = {"binary": 1, "ternary": 2}
 
 
-class RTNConfig(BaseConfig):
-    """Round-to-nearest weight quantization.
+class WeightGridFields(BaseConfig):
+    """Weight grid fields shared by ``quant.rtn`` and ``quant.qat``.
 
     ``granularity`` picks one scale per tensor, per output channel, or per ``group_size`` input
     columns (a ragged last group is allowed). ``scheme`` picks the grid: ``int`` (``bits`` 1–8 affine,
-    2–8 symmetric), ``binary`` (±α, α = mean |w|) or ``ternary`` (TWN {-α, 0, +α}); binary and ternary
-    fix the bit width themselves, so ``bits`` must be left out for them.
+    2–8 symmetric; 8 when left out), ``binary`` (±α, α = mean |w|) or ``ternary`` (TWN {-α, 0, +α});
+    binary and ternary fix the bit width themselves (1 and 2 bits on disk), so ``bits`` and
+    ``symmetric`` must be left out for them.
     """
 
-    method: Literal["quant.rtn"] = "quant.rtn"
     scheme: GridKind = "int"
     bits: int | None = Field(None, ge=1, le=8)
     symmetric: bool = True
@@ -38,7 +38,7 @@ class RTNConfig(BaseConfig):
     group_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _check_grid(self) -> RTNConfig:
+    def _check_grid(self) -> WeightGridFields:
         if (self.granularity == "group") != (self.group_size is not None):
             raise ValueError("group_size is required with granularity 'group' and only allowed with it")
         if self.scheme != "int" and (self.bits is not None or not self.symmetric):
@@ -51,6 +51,12 @@ class RTNConfig(BaseConfig):
         """The :class:`QuantScheme` this config describes."""
         bits = _GRID_BITS.get(self.scheme, self.bits if self.bits is not None else 8)
         return QuantScheme(bits, self.symmetric, self.granularity, self.group_size, self.scheme)
+
+
+class RTNConfig(WeightGridFields):
+    """Round-to-nearest weight quantization on the grid described by :class:`WeightGridFields`."""
+
+    method: Literal["quant.rtn"] = "quant.rtn"
 
 
 @register(RTNConfig)
