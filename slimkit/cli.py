@@ -1,4 +1,4 @@
-"""The ``slimkit`` command line: compress, eval, demo, list-methods.
+"""The ``slimkit`` command line: compress, eval, bench, demo, list-methods.
 
 Every command turns expected failures (bad recipe, missing model package, corrupt file) into one
 clear paragraph on stderr and exit code 2, never a traceback.
@@ -117,6 +117,38 @@ def demo(
     recipe_file = resources.files("slimkit") / "recipes" / "demo.yaml"
     with resources.as_file(recipe_file) as recipe_path:
         _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True))
+
+
+def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as_json: bool) -> None:
+    from slimkit.eval.speed import measure_speed, slower_warnings, speed_table
+    from slimkit.models.loading import load_model
+
+    names = [model] + ([compare] if compare else [])
+    runs = [measure_speed(load_model(name), prompt_len, new_tokens) for name in names]
+    warnings = slower_warnings(model, runs[0], compare, runs[1]) if compare else []
+    if as_json:
+        print(json.dumps({"models": {n: {s.name: {"value": s.value, "unit": s.unit} for s in run}
+                                     for n, run in zip(names, runs, strict=True)}, "warnings": warnings}))
+        return
+    console.print(Markdown("\n".join(speed_table(names, runs))))
+    for line in warnings:
+        console.print(f"[bold yellow]WARNING:[/] {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="model spec or slimkit output directory to measure")],
+    compare: Annotated[str | None, typer.Option(help="reference model, e.g. the original")] = None,
+    prompt_len: Annotated[int, typer.Option(help="prompt tokens for the prefill (causal LMs)")] = 512,
+    new_tokens: Annotated[int, typer.Option(help="greedy decode tokens (causal LMs)")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+) -> None:
+    """Measure speed on this CPU: prefill and decode tok/s at batch 1 (LMs) or latency per batch size.
+
+    With --compare, both models are measured side by side and a WARNING line is printed wherever
+    MODEL is slower than the reference.
+    """
+    _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
 
 
 @app.command("list-methods")

@@ -6,8 +6,9 @@ Three kernels are used, each with the constraints measured on torch 2.13 (see ``
   ``(scale, zero)`` with ``w = (u - 8) · scale + zero``; output features divisible by 16, input features
   even and divisible by the kernel group (32, 64, 128 or 256). Fast only with bf16 activations, so
   :func:`int4_weight_mm` always runs it in bf16.
-* int8 weight-only (``aten._weight_int8pack_mm``): signed int8 weights, one scale per output channel;
-  fast only with bf16 activations, so :func:`int8_weight_mm` always runs it in bf16.
+* int8 weight-only (``aten._weight_int8pack_mm``): signed int8 weights, one scale per output channel,
+  input features divisible by 16 (other widths crash the process, so they are refused); fast only
+  with bf16 activations, so :func:`int8_weight_mm` always runs it in bf16.
 * int8 dynamic (``quantized.linear_dynamic``, fbgemm / x86 engine): int8 per-channel weights, float32
   activations quantized per call. The packed weight is an opaque fbgemm object, rebuilt after loading.
 
@@ -32,9 +33,13 @@ def int4_kernel_available() -> bool:
     return hasattr(aten, "_weight_int4pack_mm_for_cpu") and hasattr(aten, "_convert_weight_to_int4pack_for_cpu")
 
 
-def int8_weight_kernel_available() -> bool:
-    """Whether this torch build has the int8 weight-only kernel."""
-    return hasattr(torch.ops.aten, "_weight_int8pack_mm")
+def int8_weight_kernel_fits(in_features: int) -> bool:
+    """Whether the int8 weight-only kernel exists here and takes this input width.
+
+    torch 2.13's CPU kernel reads past the end of rows whose length is not a multiple of 16 and
+    crashes the process (segmentation fault), so such layers are refused here, never attempted.
+    """
+    return hasattr(torch.ops.aten, "_weight_int8pack_mm") and in_features % 16 == 0
 
 
 def dynamic_int8_available() -> bool:
@@ -69,6 +74,8 @@ def int4_weight_mm(x: Tensor, packed: Tensor, group: int, scale_zero: Tensor) ->
 
 def int8_weight_mm(x: Tensor, weight: Tensor, scales: Tensor) -> Tensor:
     """``x`` (M, in) times int8 ``weight`` (out, in) with per-channel bf16 ``scales`` (out,). Returns (M, out) bf16."""
+    if not int8_weight_kernel_fits(weight.shape[1]):
+        raise ValueError(f"the int8 weight-only kernel needs in_features % 16 == 0, got {weight.shape[1]}")
     return torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE).contiguous(), weight, scales)
 
 

@@ -103,15 +103,15 @@ class PackMethod(Method[PackConfig]):
         skipped = 0
         for t in resolve_targets(model, cfg.targets, "quant.pack"):
             record = get_quant_record(t.module, "weight")
-            kernel = None
-            if isinstance(t.module, nn.Linear) and t.param_name == "weight":
+            linear, kernel = t.module, None
+            if isinstance(linear, nn.Linear) and t.param_name == "weight":
                 scheme = record.scheme if record else None
-                kernel = choose_kernel(cfg.kernel, scheme, t.module.out_features, t.module.in_features,
+                kernel = choose_kernel(cfg.kernel, scheme, linear.out_features, linear.in_features,
                                        cfg.activation_dtype)
-            if kernel is None:
+            if kernel is None or not isinstance(linear, nn.Linear):
                 skipped += 1
             else:
-                plan.append((t.module_name, t.module, record, kernel))
+                plan.append((t.module_name, linear, record, kernel))
         dtype = self._activation_dtype(model, [k for *_, k in plan])
         for name, linear, record, kernel in plan:
             replace_module(model, name, pack_linear(linear, record, kernel, dtype))

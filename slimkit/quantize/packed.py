@@ -8,8 +8,8 @@ integers bit-packed with :mod:`slimkit.quantize.packing` (``q - qmin``, ``bits``
 * :class:`Int4WeightLinear`, chosen for 4-bit records whose groups the int4 kernel can express
   (out % 16 == 0, in % 2 == 0, a kernel group of 32/64/128/256 dividing both the record group and
   ``in``; per-channel and ragged groups map onto smaller kernel groups exactly). Runs in bf16.
-* :class:`Int8WeightLinear`, chosen for 8-bit symmetric per-channel / per-tensor records when the
-  model runs in bf16. Runs in bf16.
+* :class:`Int8WeightLinear`, chosen for 8-bit symmetric per-channel / per-tensor records with
+  ``in % 16 == 0`` when the model runs in bf16. Runs in bf16.
 * :class:`Int8DynamicLinear`, int8 per-channel weights with activations quantized per call (fbgemm);
   runs in float32, fast at every batch size.
 * :class:`DequantLinear`, the fallback for everything else (2/3/5..7-bit, binary, shapes the kernels
@@ -47,6 +47,8 @@ class PackedLinear(nn.Module, ABC):
     """Base of the packed layers: portable integer state plus a kernel-specific layout derived from it."""
 
     kernel: ClassVar[str]
+    qdata: Tensor  # (ceil(out · in · bits / 8),) uint8
+    scale: Tensor  # (out, n_groups) float32
 
     def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, has_bias: bool) -> None:
         super().__init__()
@@ -180,7 +182,7 @@ class Int8WeightLinear(PackedLinear):
 
     @classmethod
     def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
-        return _per_channel_int8(scheme) and kernels.int8_weight_kernel_available()
+        return _per_channel_int8(scheme) and kernels.int8_weight_kernel_fits(in_features)
 
     def build_kernel(self) -> None:
         self._weight = self.integers().to(torch.int8).contiguous()  # (out, in)

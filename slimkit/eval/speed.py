@@ -1,0 +1,77 @@
+"""Speed comparison behind ``slimkit bench``: one model, or a model against a reference, side by side.
+
+Causal LMs are measured the way LLM users compare runtimes: prefill tokens/s of one prompt and greedy
+decode tokens/s at batch 1 (:func:`slimkit.eval.generation.measure_generation`). Other kinds are
+measured by median latency per batch size (:meth:`slimkit.eval.evaluate.Evaluation.latency`). When a
+reference is given, every quantity where the model is slower than the reference beyond the noise band
+of :data:`slimkit.report.report.SLOWER_TOLERANCE` becomes a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimkit.data.spec import parse_data_spec
+from slimkit.data.text import documents, token_windows
+from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
+from slimkit.eval.generation import measure_generation
+from slimkit.models.bundle import ModelBundle
+from slimkit.report.report import SLOWER_TOLERANCE
+
+LATENCY_BATCH_SIZES = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """One measured quantity: its value and whether higher is faster (throughput) or slower (latency)."""
+
+    name: str
+    value: float
+    unit: str
+    higher_is_faster: bool
+
+
+def measure_speed(bundle: ModelBundle, prompt_len: int = 512, new_tokens: int = 128) -> list[Speed]:
+    """Prefill and decode tokens/s at batch 1 for causal LMs; median latency per batch size otherwise."""
+    if bundle.kind == "causal-lm":
+        if bundle.tokenizer is None:
+            raise ValueError(f"{bundle.source}: a tokenizer is needed to build the benchmark prompt")
+        docs = documents(parse_data_spec("pydoc"), "eval")
+        prompt = token_windows(bundle.tokenizer, docs, prompt_len, 1)  # (1, prompt_len)
+        t = measure_generation(bundle.model, prompt, new_tokens, warmup=1, repeats=1)
+        return [Speed(f"prefill {t.prompt_tokens} tokens", t.prefill_tokens_per_s, "tok/s", True),
+                Speed(f"greedy decode {t.new_tokens} tokens", t.decode_tokens_per_s, "tok/s", True)]
+    config = EvalConfig(windows=1, samples=max(LATENCY_BATCH_SIZES),
+                        latency=LatencyConfig(batch_sizes=LATENCY_BATCH_SIZES))
+    timings = Evaluation(bundle, config).latency(bundle)
+    return [Speed(f"latency {key}", t.median_ms, "ms", False) for key, t in timings.items()]
+
+
+def slower_warnings(model: str, measured: list[Speed], reference_name: str, reference: list[Speed]) -> list[str]:
+    """One line per quantity where ``measured`` is slower than ``reference`` beyond the noise band."""
+    by_name = {s.name: s for s in reference}
+    out = []
+    for s in measured:
+        ref = by_name.get(s.name)
+        if ref is None or not ref.value or not s.value:
+            continue
+        slowdown = ref.value / s.value if s.higher_is_faster else s.value / ref.value
+        if slowdown > SLOWER_TOLERANCE:
+            out.append(f"{model} is SLOWER than {reference_name} at {s.name}: {s.value:.1f} vs "
+                       f"{ref.value:.1f} {s.unit} ({slowdown:.2f}× slower) on this machine")
+    return out
+
+
+def speed_table(names: list[str], runs: list[list[Speed]]) -> list[str]:
+    """Markdown rows: one quantity per row, one column per model, then the ratio of the first to the second."""
+    header = "| quantity | " + " | ".join(names) + (" | speedup |" if len(runs) > 1 else "")
+    lines = [header, "|---" * (len(names) + 1 + (len(runs) > 1)) + "|"]
+    for i, s in enumerate(runs[0]):
+        cells = [f"{run[i].value:.1f} {run[i].unit}" for run in runs]
+        row = f"| {s.name} | " + " | ".join(cells)
+        if len(runs) > 1:
+            ref = runs[1][i].value
+            ratio = s.value / ref if s.higher_is_faster else ref / s.value
+            row += f" | {ratio:.2f}×"
+        lines.append(row + " |")
+    return lines

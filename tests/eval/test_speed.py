@@ -1,0 +1,56 @@
+"""``slimkit bench``: speed of one model or two side by side, with a warning wherever the model is slower."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+import slimkit
+from slimkit.cli import app
+from slimkit.eval.speed import Speed, measure_speed, slower_warnings, speed_table
+from slimkit.export.slimkit_format import save
+from slimkit.models.bundle import ModelBundle
+from slimkit.quantize.pack_method import PackConfig
+from tests._models import lenet_bundle, tiny_llama
+
+
+class ByteTokenizer:
+    """Maps each character to an id below the tiny model's vocabulary."""
+
+    def __call__(self, text, return_tensors="pt", add_special_tokens=False):
+        return {"input_ids": torch.tensor([[ord(c) % 128 for c in text]])}
+
+
+def test_slower_quantities_become_warnings_beyond_the_noise_band():
+    reference = [Speed("decode", 20.0, "tok/s", True), Speed("latency batch1", 10.0, "ms", False)]
+    measured = [Speed("decode", 15.0, "tok/s", True), Speed("latency batch1", 10.5, "ms", False)]
+    warnings = slower_warnings("int4", measured, "fp32", reference)
+    assert warnings == ["int4 is SLOWER than fp32 at decode: 15.0 vs 20.0 tok/s (1.33× slower) on this machine"]
+    assert slower_warnings("x", reference, "y", reference) == []
+
+
+def test_speed_table_puts_models_side_by_side_with_the_speedup():
+    runs = [[Speed("decode", 30.0, "tok/s", True)], [Speed("decode", 20.0, "tok/s", True)]]
+    lines = speed_table(["packed", "fp32"], runs)
+    assert lines[0] == "| quantity | packed | fp32 | speedup |"
+    assert lines[2] == "| decode | 30.0 tok/s | 20.0 tok/s | 1.50× |"
+
+
+def test_causal_lm_speed_is_prefill_and_decode_tokens_per_second():
+    bundle = ModelBundle(tiny_llama(), "causal-lm", "tiny", ByteTokenizer())
+    speeds = measure_speed(bundle, prompt_len=16, new_tokens=4)
+    assert [s.name for s in speeds] == ["prefill 16 tokens", "greedy decode 3 tokens"]
+    assert all(s.value > 0 and s.higher_is_faster for s in speeds)
+
+
+def test_bench_cli_compares_a_packed_model_with_its_original(tmp_path):
+    original = save(lenet_bundle(), tmp_path / "fp32")
+    packed = lenet_bundle()
+    slimkit.apply(packed.model, PackConfig(kernel="int8-dynamic"))
+    save(packed, tmp_path / "int8")
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "int8"), "--compare", str(original), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload["models"]) == {str(tmp_path / "int8"), str(original)}
+    assert set(payload["models"][str(original)]) == {"latency batch1", "latency batch8", "latency batch32"}
+    assert isinstance(payload["warnings"], list)

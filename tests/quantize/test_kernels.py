@@ -1,0 +1,57 @@
+"""The CPU kernel wrappers: which shapes the int4 kernel takes, and that each kernel computes x · Wᵀ."""
+
+import pytest
+import torch
+
+from slimkit.quantize import kernels
+
+
+@pytest.mark.parametrize(("out", "inp", "width", "expected"), [
+    (64, 576, 64, 64),      # SmolLM2 hidden 576 at group 64
+    (64, 576, 128, 64),     # ragged g128 on 576 = 4 × 128 + 64: expressed exactly with kernel group 64
+    (64, 576, 576, 64),     # per-channel: the largest kernel group dividing 576
+    (32, 1536, 256, 256),
+    (40, 64, 64, None),     # out not a multiple of 16
+    (48, 545, 545, None),   # odd in_features
+    (48, 80, 80, None),     # no kernel group divides 80 and 80 (80 % 32 != 0)
+    (48, 96, 48, None),     # no kernel group divides a record group of 48
+], ids=["576-g64", "576-g128-ragged", "576-channel", "1536-g256", "out40", "in545", "in80", "g48"])
+def test_int4_kernel_group(out, inp, width, expected):
+    assert kernels.int4_kernel_group(out, inp, width) == expected
+
+
+def test_int4_weight_mm_matches_float_reference():
+    torch.manual_seed(0)
+    out, inp, group = 32, 128, 64
+    u = torch.randint(0, 16, (out, inp))
+    scale = torch.rand(inp // group, out) * 0.1 + 0.01  # (n_groups, out)
+    zero = torch.randn(inp // group, out) * 0.05
+    sz = torch.stack([scale, zero], dim=-1).to(torch.bfloat16)
+    x = torch.randn(5, inp)
+    y = kernels.int4_weight_mm(x, kernels.pack_int4_weight(u), group, sz)
+    s, z = sz[..., 0].float().t().repeat_interleave(group, 1), sz[..., 1].float().t().repeat_interleave(group, 1)
+    w = (u.float() - 8) * s + z  # (out, in)
+    ref = x.bfloat16().double() @ w.double().t()
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_int8_weight_mm_matches_float_reference():
+    torch.manual_seed(0)
+    w = torch.randint(-128, 128, (48, 80), dtype=torch.int8)
+    scales = (torch.rand(48) * 0.01).bfloat16()
+    x = torch.randn(3, 80)
+    y = kernels.int8_weight_mm(x, w, scales)
+    ref = x.bfloat16().double() @ (w.double() * scales.double()[:, None]).t()
+    assert torch.allclose(y.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_dynamic_int8_is_close_to_float():
+    torch.manual_seed(0)
+    w = torch.randint(-127, 128, (96, 200), dtype=torch.int8)
+    scales = torch.rand(96) * 0.01 + 0.001
+    x = torch.randn(7, 200)
+    y = kernels.dynamic_int8_mm(x, kernels.prepack_dynamic_int8(w, scales))
+    ref = x.double() @ (w.double() * scales.double()[:, None]).t()
+    sqnr = 10 * torch.log10(ref.pow(2).sum() / (y.double() - ref).pow(2).sum())
+    assert y.dtype == torch.float32 and sqnr > 30  # 8-bit activations: ~40 dB

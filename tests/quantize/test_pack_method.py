@@ -1,0 +1,139 @@
+"""quant.pack: which kernel each layer gets, the model dtype policy, and exact save → load round trips."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.atomic import directory_bytes
+from slimkit.export.slimkit_format import WEIGHTS_FILE, load_slimkit_dir, save
+from slimkit.models.bundle import ModelBundle
+from slimkit.quantize.pack_method import PackConfig, choose_kernel
+from slimkit.quantize.packed import PackedLinear, packed_modules
+from slimkit.quantize.primitives import QuantScheme
+from slimkit.quantize.record import quant_records
+from tests._models import tiny_llama, token_batches
+
+G32 = slimkit.RTNConfig(bits=4, granularity="group", group_size=32)
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+@pytest.mark.parametrize(("requested", "scheme", "shape", "dtype", "expected"), [
+    ("auto", QuantScheme(4, True, "group", 64), (64, 576), "auto", "int4-weight"),
+    ("auto", QuantScheme(4, True, "group", 64), (40, 576), "auto", "dequant"),
+    ("auto", QuantScheme(8, True, "channel"), (64, 576), "auto", "int8-weight"),
+    ("auto", QuantScheme(8, True, "channel"), (64, 576), "float32", "int8-dynamic"),
+    ("auto", QuantScheme(3, True, "group", 64), (64, 576), "auto", "dequant"),
+    ("int4-weight", QuantScheme(3, True, "group", 64), (64, 576), "auto", "dequant"),
+    ("int8-dynamic", QuantScheme(4, True, "group", 64), (64, 576), "auto", "int8-dynamic"),
+    ("int8-dynamic", None, (64, 576), "auto", "int8-dynamic"),
+    ("auto", None, (64, 576), "auto", None),
+], ids=["int4", "int4-out40", "int8-bf16", "int8-fp32", "int3", "int4-forced-on-int3", "dyn-requant",
+        "dyn-unrecorded", "unrecorded"])
+def test_choose_kernel(requested, scheme, shape, dtype, expected):
+    assert choose_kernel(requested, scheme, *shape, dtype) == expected
+
+
+def test_int4_pack_runs_the_model_in_bf16_close_to_the_simulated_model():
+    model, ids = tiny_llama(), token_batches(n=2)
+    slimkit.apply(model, G32)
+    simulated = logits(model, ids)
+    stats = slimkit.apply(model, PackConfig()).stats
+    assert stats == {"packed": {"int4-weight": 14}, "dequant_fallback": 0, "left_float": 0,
+                     "activation_dtype": "bfloat16"}
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert not quant_records(model)  # the records became packed modules
+    rel = (logits(model, ids) - simulated).norm() / simulated.norm()
+    assert rel < 0.02  # bf16 activations and bf16 scales
+
+
+def test_float32_activations_keep_the_rest_of_the_model_float32():
+    model = tiny_llama()
+    slimkit.apply(model, G32)
+    stats = slimkit.apply(model, PackConfig(activation_dtype="float32")).stats
+    assert stats["activation_dtype"] == "float32"
+    assert model.model.embed_tokens.weight.dtype == torch.float32
+    assert logits(model, token_batches(n=1)).isfinite().all()
+
+
+def test_explicit_kernel_falls_back_to_dequant_and_says_so():
+    model, ids = tiny_llama(), token_batches(n=2)
+    slimkit.apply(model, slimkit.RTNConfig(bits=3, granularity="group", group_size=32))
+    simulated = logits(model, ids)
+    stats = slimkit.apply(model, PackConfig(kernel="int4-weight")).stats
+    assert stats["packed"] == {"dequant": 14} and stats["dequant_fallback"] == 14
+    assert torch.equal(logits(model, ids), simulated)  # float32 dequant is exactly the simulated model
+
+
+def test_int8_dynamic_packs_unquantized_linears_too():
+    model, ids = tiny_llama(), token_batches(n=2)
+    reference = logits(model, ids)
+    stats = slimkit.apply(model, PackConfig(kernel="int8-dynamic")).stats
+    assert stats["packed"] == {"int8-dynamic": 14} and stats["activation_dtype"] == "float32"
+    rel = (logits(model, ids) - reference).norm() / reference.norm()
+    assert rel < 0.03
+
+
+def test_pack_leaves_unrecorded_layers_float():
+    model = tiny_llama()
+    slimkit.apply(model, slimkit.RTNConfig(bits=4, granularity="group", group_size=32,
+                                           targets=slimkit.Targets(include=("*.mlp.*",))))
+    stats = slimkit.apply(model, PackConfig()).stats
+    assert stats["packed"] == {"int4-weight": 6} and stats["left_float"] == 8
+    assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)
+
+
+@pytest.mark.parametrize("steps", [
+    [G32, PackConfig()],
+    [G32, PackConfig(activation_dtype="float32")],
+    [slimkit.RTNConfig(bits=4, symmetric=False, granularity="group", group_size=64), PackConfig()],
+    [slimkit.RTNConfig(bits=8), PackConfig(kernel="int8-weight")],
+    [PackConfig(kernel="int8-dynamic")],
+    [slimkit.RTNConfig(bits=3, symmetric=False, granularity="group", group_size=24), PackConfig()],
+    [slimkit.RTNConfig(bits=2, granularity="tensor"), PackConfig(activation_dtype="bfloat16")],
+], ids=["int4-g32", "int4-g32-fp32-model", "int4-affine-per-channel", "int8-weight", "int8-dynamic",
+        "int3-affine-ragged-dequant", "int2-dequant-bf16"])
+def test_packed_llama_round_trips_bit_exactly(tmp_path, steps):
+    model, ids = tiny_llama(), token_batches(n=2)
+    for step in steps:
+        slimkit.apply(model, step)
+    expected = logits(model, ids)
+    save(ModelBundle(model, "causal-lm", "tiny-llama"), tmp_path / "out")
+    header = json.loads((tmp_path / "out" / "slimkit.json").read_text())
+    kernels = {spec["kernel"] for spec in header["packed"]["modules"].values()}
+    loaded = load_slimkit_dir(tmp_path / "out").model
+    assert {m.kernel for m in packed_modules(loaded).values()} == kernels and len(packed_modules(loaded)) == 14
+    assert torch.equal(logits(loaded, ids), expected)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+
+
+def test_odd_shape_fallback_round_trips_bit_exactly(tmp_path):
+    model = nn.Sequential(nn.Linear(545, 830), nn.ReLU(), nn.Linear(830, 64)).eval()
+    slimkit.apply(model, slimkit.RTNConfig(bits=4, symmetric=False, granularity="group", group_size=128,
+                                           targets=slimkit.Targets(exclude=())))
+    slimkit.apply(model, PackConfig(targets=slimkit.Targets(exclude=(), module_types=("Linear",))))
+    assert [type(m).__name__ for m in packed_modules(model).values()] == ["DequantLinear", "DequantLinear"]
+    x = torch.randn(3, 545)
+    expected = model(x)
+    save(ModelBundle(model, "torch", "odd"), tmp_path / "odd")
+    skeleton = nn.Sequential(nn.Linear(545, 830), nn.ReLU(), nn.Linear(830, 64))
+    loaded = load_slimkit_dir(tmp_path / "odd", skeleton=skeleton).model
+    assert isinstance(loaded[0], PackedLinear) and torch.equal(loaded(x), expected)
+
+
+def test_packed_int4_artifact_stores_integers_not_floats(tmp_path):
+    dense = tiny_llama(seed=1, layers=2, hidden=128, ffn=256)
+    packed = tiny_llama(seed=1, layers=2, hidden=128, ffn=256)
+    slimkit.apply(packed, slimkit.RTNConfig(bits=4, granularity="group", group_size=64))
+    slimkit.apply(packed, PackConfig(activation_dtype="float32"))
+    save(ModelBundle(dense, "causal-lm", "d"), tmp_path / "dense")
+    save(ModelBundle(packed, "causal-lm", "p"), tmp_path / "packed")
+    linear = sum(m.weight.numel() for n, m in dense.named_modules() if isinstance(m, nn.Linear) and "layers" in n)
+    saved = directory_bytes(tmp_path / "dense" / WEIGHTS_FILE) - directory_bytes(tmp_path / "packed" / WEIGHTS_FILE)
+    assert saved > 0.95 * linear * (4 - 0.5 - 4 / 64)  # 4.5 bits per weight instead of 32
