@@ -1,7 +1,7 @@
 """Packed quantized linear layers: integer weights in memory and on disk, computed by real CPU kernels.
 
 Every packed layer keeps the same portable state (saved by ``slimkit.save``): ``qdata``, the weight's
-integers bit-packed with :mod:`slimkit.quantize.packing` (``q - qmin``, ``bits`` bits each), ``scale``
+integers bit-packed with :mod:`slimkit.quantize.packing` (``scheme.codes(q)``, ``bits`` bits each), ``scale``
 (out, n_groups) float32, ``zero`` (out, n_groups) uint8 for affine schemes, and an optional float
 ``bias``. From that state each class derives its kernel's own layout when built or loaded:
 
@@ -12,7 +12,7 @@ integers bit-packed with :mod:`slimkit.quantize.packing` (``q - qmin``, ``bits``
   ``in % 16 == 0`` when the model runs in bf16. Runs in bf16.
 * :class:`Int8DynamicLinear`, int8 per-channel weights with activations quantized per call (fbgemm);
   runs in float32, fast at every batch size.
-* :class:`DequantLinear`, the fallback for everything else (2/3/5..7-bit, binary, shapes the kernels
+* :class:`DequantLinear`, the fallback for everything else (2/3/5..7-bit, binary, ternary, shapes the kernels
   refuse): dequantizes once into a cached float weight and uses ``F.linear``; it saves disk, not RAM
   or time.
 
@@ -77,7 +77,7 @@ class PackedLinear(nn.Module, ABC):
             raise ValueError(f"{cls.kernel} cannot run a {out_features}×{in_features} weight with {scheme}")
         module = cls(in_features, out_features, scheme, bias is not None, **kwargs)
         with torch.no_grad():
-            module.qdata.copy_(pack_bits(q - scheme.qmin, scheme.bits))
+            module.qdata.copy_(pack_bits(scheme.codes(q), scheme.bits))
             module.scale.copy_(scale)
             if module.zero is not None:
                 module.zero.copy_(zero.to(torch.uint8))
@@ -90,7 +90,7 @@ class PackedLinear(nn.Module, ABC):
         """The weight's integers (out, in) on the scheme's grid, int16."""
         numel = self.out_features * self.in_features
         u = unpack_bits(self.qdata, self.scheme.bits, numel).reshape(self.out_features, self.in_features)
-        return u + self.scheme.qmin
+        return self.scheme.levels(u)
 
     def zero_point(self) -> Tensor:
         """Zero points (out, n_groups) as float (zeros for symmetric schemes)."""
@@ -105,7 +105,7 @@ class PackedLinear(nn.Module, ABC):
         s = self.scheme
         return {"kernel": self.kernel, "in_features": self.in_features, "out_features": self.out_features,
                 "bits": s.bits, "symmetric": s.symmetric, "granularity": s.granularity,
-                "group_size": s.group_size, "bias": self.bias is not None}
+                "group_size": s.group_size, "kind": s.kind, "bias": self.bias is not None}
 
     @abstractmethod
     def build_kernel(self) -> None:
@@ -146,7 +146,8 @@ class Int4WeightLinear(PackedLinear):
 
     @classmethod
     def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
-        return scheme.bits == 4 and cls.kernel_group(scheme, out_features, in_features) is not None
+        return (scheme.kind == "int" and scheme.bits == 4
+                and cls.kernel_group(scheme, out_features, in_features) is not None)
 
     @staticmethod
     def kernel_group(scheme: QuantScheme, out_features: int, in_features: int) -> int | None:
@@ -172,7 +173,8 @@ class Int4WeightLinear(PackedLinear):
 
 
 def _per_channel_int8(scheme: QuantScheme) -> bool:
-    return scheme.bits == 8 and scheme.symmetric and scheme.granularity in ("channel", "tensor")
+    per_channel = scheme.granularity in ("channel", "tensor")
+    return scheme.kind == "int" and scheme.bits == 8 and scheme.symmetric and per_channel
 
 
 class Int8WeightLinear(PackedLinear):
@@ -239,7 +241,8 @@ def packed_from_spec(spec: dict[str, Any]) -> PackedLinear:
         cls = PACKED_KERNELS[spec["kernel"]]
     except KeyError:
         raise ValueError(f"unknown packed kernel {spec.get('kernel')!r}; known: {sorted(PACKED_KERNELS)}") from None
-    scheme = QuantScheme(spec["bits"], spec["symmetric"], spec["granularity"], spec["group_size"])
+    scheme = QuantScheme(spec["bits"], spec["symmetric"], spec["granularity"], spec["group_size"],
+                         spec.get("kind", "int"))
     extra = {"compute_dtype": getattr(torch, spec["compute_dtype"])} if "compute_dtype" in spec else {}
     module = cls(spec["in_features"], spec["out_features"], scheme, spec["bias"], **extra)
     module.build_kernel()

@@ -97,8 +97,9 @@ def test_pack_leaves_unrecorded_layers_float():
     [PackConfig(kernel="int8-dynamic")],
     [slimkit.RTNConfig(bits=3, symmetric=False, granularity="group", group_size=24), PackConfig()],
     [slimkit.RTNConfig(bits=2, granularity="tensor"), PackConfig(activation_dtype="bfloat16")],
+    [slimkit.RTNConfig(scheme="binary"), PackConfig()],
 ], ids=["int4-g32", "int4-g32-fp32-model", "int4-affine-per-channel", "int8-weight", "int8-dynamic",
-        "int3-affine-ragged-dequant", "int2-dequant-bf16"])
+        "int3-affine-ragged-dequant", "int2-dequant-bf16", "binary-dequant"])
 def test_packed_llama_round_trips_bit_exactly(tmp_path, steps):
     model, ids = tiny_llama(), token_batches(n=2)
     for step in steps:

@@ -21,10 +21,11 @@ CASES = [
     (Int8DynamicLinear, QuantScheme(8, True, "channel"), (40, 72)),
     (DequantLinear, QuantScheme(3, False, "group", 100), (830, 545)),     # odd shape, ragged, 3-bit
     (DequantLinear, QuantScheme(2, True, "tensor"), (17, 33)),
-    (DequantLinear, QuantScheme(1, False, "channel"), (16, 30)),           # binary
+    (DequantLinear, QuantScheme(1, False, "channel"), (16, 30)),           # 1-bit affine
+    (DequantLinear, QuantScheme(1, True, "channel", kind="binary"), (16, 30)),  # ±1 · scale
 ]
 IDS = ["int4-g64", "int4-affine-g128-ragged", "int4-channel", "int8-weight", "int8-dynamic",
-       "dequant-3bit-830x545", "dequant-2bit-tensor", "dequant-binary"]
+       "dequant-3bit-830x545", "dequant-2bit-tensor", "dequant-1bit-affine", "dequant-binary"]
 # bf16 kernels round activations and scales to bf16 (~2^-8 relative); dynamic int8 quantizes activations.
 TOLERANCE = {"int4-weight": 1.5e-2, "int8-weight": 1.5e-2, "int8-dynamic": 2e-2, "dequant": 1e-6}
 
