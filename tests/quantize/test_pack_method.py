@@ -1,6 +1,7 @@
 """quant.pack: which kernel each layer gets, the model dtype policy, and exact save → load round trips."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +15,10 @@ from slimkit.quantize.pack_method import PackConfig, choose_kernel
 from slimkit.quantize.packed import PackedLinear, packed_modules
 from slimkit.quantize.primitives import QuantScheme
 from slimkit.quantize.record import quant_records
+from slimkit.recipe import load_recipe
 from tests._models import tiny_llama, token_batches
 
+RECIPES = Path(__file__).parents[2] / "recipes"
 G32 = slimkit.RTNConfig(bits=4, granularity="group", group_size=32)
 
 
@@ -138,3 +141,15 @@ def test_packed_int4_artifact_stores_integers_not_floats(tmp_path):
     linear = sum(m.weight.numel() for n, m in dense.named_modules() if isinstance(m, nn.Linear) and "layers" in n)
     saved = directory_bytes(tmp_path / "dense" / WEIGHTS_FILE) - directory_bytes(tmp_path / "packed" / WEIGHTS_FILE)
     assert saved > 0.95 * linear * (4 - 0.5 - 4 / 64)  # 4.5 bits per weight instead of 32
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*-packed.yaml")), ids=lambda p: p.stem)
+def test_packed_recipes_pack_a_tiny_llama(path):
+    model, ids = tiny_llama(), token_batches(n=2)
+    reference = logits(model, ids)
+    for step in load_recipe(path).steps:
+        loop = (lambda m: [m(input_ids=b[None]) for b in token_batches(n=4)]) if step.needs_calibration else None
+        slimkit.apply(model, step, loop)
+    assert len(packed_modules(model)) == 14
+    rel = (logits(model, ids) - reference).norm() / reference.norm()
+    assert rel < 0.2
