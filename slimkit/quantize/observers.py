@@ -84,6 +84,7 @@ def quantization_mse(sample: Tensor, lo: Tensor, hi: Tensor, grid: ActivationGri
     return err.mean(dim=0) if grid.per_channel else err.mean().reshape(1)
 
 
+@torch.no_grad()
 def mse_range(sample: Tensor, lo: Tensor, hi: Tensor, grid: ActivationGrid,
               ratios: tuple[float, ...] = MSE_RATIOS) -> tuple[Tensor, Tensor]:
     """Shrink ``[lo, hi]`` by the ratio in ``ratios`` that minimises the quantization MSE of ``sample``.
@@ -129,6 +130,7 @@ class ActivationObserver:
         self._seen_rows = 0
         self._generator = torch.Generator().manual_seed(seed)
 
+    @torch.no_grad()
     def update(self, x: Tensor) -> None:
         """Observe one batch of activations (..., C)."""
         lo, hi = batch_range(x, self.grid.per_channel)
@@ -158,6 +160,7 @@ class ActivationObserver:
         kept = self._sample[torch.randperm(old, generator=self._generator)[: keep - take_new]]
         self._sample = torch.cat([kept, new])
 
+    @torch.no_grad()
     def qparams(self) -> tuple[Tensor, Tensor]:
         """``(scale, zero)``: shapes (C,) per channel or (1,) per tensor."""
         if self.lo is None or self.hi is None:
