@@ -6,6 +6,7 @@ The output directory is written atomically: it appears with the model, ``slimkit
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ from slimkit.method import ForwardLoop
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
 from slimkit.progress import console, status
+from slimkit.quantize.packed import packed_header
 from slimkit.quantize.record import quant_records
 from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
@@ -83,6 +85,13 @@ def _notes(bundle: ModelBundle) -> list[str]:
     if quant_records(bundle.model):
         notes.append("Quantized weights are stored as packed integers on disk, but this build runs them "
                      "dequantized to float32 in memory: no kernel speedup is claimed.")
+    packed = packed_header(bundle.model)
+    if packed and packed["modules"]:
+        kernels = Counter(spec["kernel"] for spec in packed["modules"].values())
+        counts = ", ".join(f"{k}: {n}" for k, n in kernels.items())
+        notes.append(f"{sum(kernels.values())} layers are packed ({counts}) "
+                     f"and run CPU integer kernels; the float parts run in {packed['float_dtype']}. Measure "
+                     "decode speed with `slimkit bench OUT --compare MODEL`.")
     return notes
 
 

@@ -16,7 +16,7 @@ from slimkit.quantize.packed import PackedLinear, packed_modules
 from slimkit.quantize.primitives import QuantScheme
 from slimkit.quantize.record import quant_records
 from slimkit.recipe import load_recipe
-from tests._models import tiny_llama, token_batches
+from tests._models import lenet_bundle, tiny_llama, token_batches
 
 RECIPES = Path(__file__).parents[2] / "recipes"
 G32 = slimkit.RTNConfig(bits=4, granularity="group", group_size=32)
@@ -153,3 +153,13 @@ def test_packed_recipes_pack_a_tiny_llama(path):
     assert len(packed_modules(model)) == 14
     rel = (logits(model, ids) - reference).norm() / reference.norm()
     assert rel < 0.2
+
+
+def test_compress_pipeline_reports_packed_layers(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - method: quant.pack\n    kernel: int8-dynamic\n"
+                      "eval:\n  latency:\n    repeats: 2\n")
+    report = slimkit.compress(lenet_bundle(in_features=64), load_recipe(recipe), tmp_path / "out", eval_data="digits")
+    assert any("3 layers are packed (int8-dynamic: 3)" in note for note in report.notes)
+    loaded = load_slimkit_dir(tmp_path / "out").model
+    assert len(packed_modules(loaded)) == 3
