@@ -98,14 +98,16 @@ def mse_range(sample: Tensor, lo: Tensor, hi: Tensor, grid: ActivationGrid,
     Returns:
         The best ``(lo, hi)``, shapes as given.
     """
-    best_err = torch.full_like(lo, float("inf"))
-    best_lo, best_hi = lo.clone(), hi.clone()
-    for r in ratios:
-        err = quantization_mse(sample, lo * r, hi * r, grid)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_lo, best_hi = torch.where(better, lo * r, best_lo), torch.where(better, hi * r, best_hi)
-    return best_lo, best_hi
+    candidates = torch.tensor(ratios, dtype=sample.dtype)  # (R,)
+    errors = []
+    for chunk in candidates.split(8):  # bounded memory: (8, N, C) at a time
+        r = chunk.reshape(-1, 1, 1)  # (r, 1, 1)
+        scale, zero = range_to_qparams(lo * r, hi * r, grid)  # (r, 1, C) or (r, 1, 1)
+        x_hat = (torch.round(sample / scale + zero).clamp(grid.qmin, grid.qmax) - zero) * scale  # (r, N, C)
+        err = (x_hat - sample).pow(2).mean(dim=1)  # (r, C)
+        errors.append(err if grid.per_channel else err.mean(dim=1, keepdim=True))
+    best = candidates[torch.cat(errors).argmin(dim=0)]  # (C,) or (1,): the first best ratio wins ties
+    return lo * best, hi * best
 
 
 class ActivationObserver:

@@ -119,13 +119,17 @@ class SmoothQuantMethod(Method[SmoothQuantConfig]):
             self.hooks.remove_hooks()
         groups = smooth_groups(model, linears, self.config.smooth_unfoldable)
         factors = [self._smooth_group(g, linears, absmax) for g in groups]
-        for name, s in self._smooth.items():
-            self.hooks.forward_pre_hook(linears[name], _divide_hook(s))  # runs before the observer hook
+        self._attach_divisions(linears)  # before the observers, so they see x / s
         self._qparams = calibrate_inputs(model, linears, self.config, self, forward_loop)
+        self._attach_divisions(linears)  # until finalize moves s into StaticQuantLinear: float function intact
         all_s = torch.cat(factors)
         self._stats = {"smoothed_groups": len(groups), "folded_groups": sum(g.norm is not None for g in groups),
                        "max_smoothing_factor": round(float(all_s.max()), 4),
                        "min_smoothing_factor": round(float(all_s.min()), 6)}
+
+    def _attach_divisions(self, linears: dict[str, nn.Linear]) -> None:
+        for name, s in self._smooth.items():
+            self.hooks.forward_pre_hook(linears[name], _divide_hook(s))
 
     def _smooth_group(self, group: SmoothGroup, linears: dict[str, nn.Linear], absmax: dict[str, Tensor]) -> Tensor:
         members = [linears[n] for n in group.linears]
@@ -143,6 +147,7 @@ class SmoothQuantMethod(Method[SmoothQuantConfig]):
     def finalize(self, model: nn.Module) -> dict[str, Any]:
         if self._qparams is None:
             raise RuntimeError("quant.smoothquant needs calibration: use slimkit.apply(model, config, forward_loop)")
+        self.hooks.remove_hooks()
         linears = target_linears(model, self.config, "quant.smoothquant")
         stats = finalize_w8a8(model, linears, self._qparams, self.config.weight_scheme(),
                               self.config.activation_grid(), self._smooth)

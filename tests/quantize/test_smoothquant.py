@@ -1,0 +1,106 @@
+"""quant.smoothquant: smoothing alone keeps the float function; with outlier channels it beats static W8A8."""
+
+import pytest
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.quantize.activation import StaticQuantLinear
+from slimkit.quantize.smoothquant import SmoothQuantConfig, SmoothQuantMethod, smoothing_factors
+from slimkit.quantize.static import StaticQuantConfig
+from tests._models import tiny_bert, tiny_llama, token_batches
+
+
+def _loop(ids, **kwargs):
+    def loop(model):
+        with torch.no_grad():
+            for row in ids:
+                model(input_ids=row[None], **kwargs)
+
+    return loop
+
+
+def _relative_error(out, ref):
+    return float((out - ref).double().pow(2).mean() / ref.double().pow(2).mean())
+
+
+def _llama_with_outlier_channels():
+    model = tiny_llama()
+    with torch.no_grad():  # a few input channels 30-50x larger, as in real LLM activations
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[[3, 17]] = 40.0
+            layer.post_attention_layernorm.weight[[5]] = 50.0
+    return model
+
+
+def test_smoothing_factors_follow_the_paper_formula():
+    act = torch.tensor([8.0, 1.0, 0.0, 2.0], dtype=torch.float64)
+    w = torch.tensor([0.5, 2.0, 1.0, 0.0], dtype=torch.float64)
+    s = smoothing_factors(act, w, 0.5).double()
+    assert torch.allclose(s[:2], (act[:2].sqrt() / w[:2].sqrt()).double(), rtol=1e-6)
+    assert s[2] == 1 and s[3] == 1  # dead channels are left alone
+
+
+@pytest.mark.parametrize("unfoldable", [False, True], ids=["norms-only", "with-prescale"])
+def test_smoothing_alone_keeps_the_float_llama_function(unfoldable):
+    model, ids = _llama_with_outlier_channels(), token_batches()
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    method = SmoothQuantMethod(SmoothQuantConfig(smooth_unfoldable=unfoldable))
+    method.calibrate(model, _loop(ids))  # smooths the weights and norms, no quantization yet
+    with torch.no_grad():
+        smoothed_out = model(input_ids=ids).logits
+        norm = model.model.layers[0].input_layernorm.weight
+    assert float(norm[3].detach()) < 40.0  # the outlier moved into the q/k/v weights
+    assert torch.allclose(smoothed_out, ref, atol=1e-4, rtol=1e-4)
+    if unfoldable:  # o_proj/down_proj divide their input by s (a pre-hook now, StaticQuantLinear later)
+        assert set(method._smooth) == {f"model.layers.{i}.{n}" for i in range(2)
+                                       for n in ("self_attn.o_proj", "mlp.down_proj")}
+
+
+def test_smoothquant_beats_static_w8a8_on_outlier_channels():
+    ids = token_batches()
+    errors = {}
+    for name, config in [("static", StaticQuantConfig()), ("smoothquant", SmoothQuantConfig(alpha=0.5))]:
+        model = _llama_with_outlier_channels()
+        with torch.no_grad():
+            ref = model(input_ids=ids).logits
+        slimkit.apply(model, config, _loop(ids))
+        with torch.no_grad():
+            errors[name] = _relative_error(model(input_ids=ids).logits, ref)
+    assert errors["smoothquant"] < 0.5 * errors["static"]
+
+
+def test_single_layer_with_outlier_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(256, 48)
+    x[:, [2, 30]] *= 60  # outlier channels
+    errors = {}
+    for name, config in [("static", StaticQuantConfig(activation_symmetric=True)),
+                         ("smoothquant", SmoothQuantConfig(activation_symmetric=True))]:
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(48, 32))
+        ref = model(x).detach().double()
+        slimkit.apply(model, config, lambda m: m(x))
+        assert isinstance(model[0], StaticQuantLinear)
+        errors[name] = _relative_error(model(x).detach(), ref)
+    assert errors["smoothquant"] < 0.25 * errors["static"]
+
+
+def test_bert_is_smoothed_through_the_quantizer_and_keeps_its_function():
+    model, ids = tiny_bert(), token_batches()
+    with torch.no_grad():
+        ref = model(input_ids=ids).last_hidden_state
+    method = SmoothQuantMethod(SmoothQuantConfig())
+    method.calibrate(model, _loop(ids))
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).last_hidden_state, ref, atol=1e-4)
+    report_stats = method.finalize(model)
+    assert report_stats["folded_groups"] == 0 and report_stats["smoothed_groups"] == 13  # 2 × 6 + pooler
+    with torch.no_grad():
+        assert _relative_error(model(input_ids=ids).last_hidden_state, ref) < 1e-2
+
+
+def test_bert_without_prescale_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="smooth_unfoldable"):
+        slimkit.apply(tiny_bert(), SmoothQuantConfig(smooth_unfoldable=False), _loop(token_batches()))

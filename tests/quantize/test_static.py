@@ -1,0 +1,88 @@
+"""quant.static: W8A8 with calibrated activation ranges, carried by StaticQuantLinear through save/load."""
+
+import pytest
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.export.codecs import compress_state_dict, decompress_state_dict
+from slimkit.quantize.activation import StaticQuantLinear, restore_static_quant_linears
+from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
+from slimkit.quantize.record import quant_records
+from slimkit.quantize.static import StaticQuantConfig
+from tests._models import tiny_llama, token_batches
+
+
+def _loop(ids):
+    def loop(model):
+        with torch.no_grad():
+            for row in ids:
+                model(input_ids=row[None])
+
+    return loop
+
+
+def _relative_error(out, ref):
+    return float((out - ref).double().pow(2).mean() / ref.double().pow(2).mean())
+
+
+def test_single_linear_matches_a_float64_w8a8_reference():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(45, 83))
+    x = torch.randn(16, 45) * 3
+    slimkit.apply(model, StaticQuantConfig(activation_symmetric=True), lambda m: m(x))
+    linear = model[0]
+    assert isinstance(linear, StaticQuantLinear)
+    scale = x.abs().max().double() / 127  # per-tensor symmetric min-max of the only batch
+    assert torch.allclose(linear.input_scale.double(), scale.reshape(1), rtol=1e-6)
+    x_q = torch.round(x.double() / scale).clamp(-128, 127) * scale
+    w_q, _, _ = quantize_dequantize(linear.weight.data.double(), QuantScheme(8))
+    ref = x_q @ w_q.T + linear.bias.double()
+    assert torch.allclose(model(x).double(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("observer", ["minmax", "moving_average", "percentile", "mse"])
+def test_w8a8_llama_stays_close_to_float_and_leaves_no_hooks(observer):
+    model, ids = tiny_llama(), token_batches()
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    report = slimkit.apply(model, StaticQuantConfig(observer=observer), _loop(ids))
+    assert report.stats["linears"] == 14
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    with torch.no_grad():
+        assert _relative_error(model(input_ids=ids).logits, ref) < 2e-3
+    assert sum(isinstance(m, StaticQuantLinear) for m in model.modules()) == 14
+    assert len(quant_records(model)) == 14
+
+
+def test_fewer_activation_bits_cost_more_error():
+    ids = token_batches()
+    errors = []
+    for bits in (8, 4):
+        model = tiny_llama()
+        with torch.no_grad():
+            ref = model(input_ids=ids).logits
+        slimkit.apply(model, StaticQuantConfig(activation_bits=bits), _loop(ids))
+        with torch.no_grad():
+            errors.append(_relative_error(model(input_ids=ids).logits, ref))
+    assert errors[1] > 4 * errors[0]
+
+
+def test_state_dict_round_trip_rebuilds_the_w8a8_modules():
+    model, ids = tiny_llama(), token_batches()
+    slimkit.apply(model, StaticQuantConfig(observer="percentile"), _loop(ids))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    tensors, header = compress_state_dict(model.state_dict(), quant_records(model))
+    assert header["model.layers.0.self_attn.q_proj.weight"]["bits"] == 8
+    state, records = decompress_state_dict(tensors, header)
+    fresh = tiny_llama(seed=1)
+    assert restore_static_quant_linears(fresh, state) == 14
+    fresh.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(input_ids=ids).logits, expected)
+
+
+def test_static_without_calibration_explains_itself():
+    with pytest.raises(ValueError, match="needs calibration"):
+        slimkit.apply(tiny_llama(), StaticQuantConfig())
