@@ -83,3 +83,17 @@ def test_steps_unit_and_per_layer_overrides() -> None:
         slimkit.prepare(model, GradualPruneConfig(final_sparsity=0.5, targets={"include": ["5"]}))
     for ctl in ctls:
         ctl.finalize()
+
+
+def test_per_layer_recipe_drives_one_controller_per_step() -> None:
+    from pathlib import Path
+
+    recipe = slimkit.load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "gradual-per-layer.yaml")
+    model = lenet_bundle().model
+    ctls = [slimkit.prepare(model, step) for step in recipe.steps]
+    for i in range(11):
+        for ctl in ctls:
+            ctl.step(i / 10)
+    for ctl in ctls:
+        ctl.finalize()
+    assert _zeros(model) == pytest.approx([0.95, 0.95, 0.7], abs=1e-3)

@@ -1,0 +1,45 @@
+"""A short next-token fine-tuning loop for causal LMs (recovery after structured pruning).
+
+Plain AdamW on token windows with ``labels = input_ids`` (the model's own shifted cross-entropy),
+a linear warm-down of the learning rate and an optional wall-clock budget, so a benchmark can say
+"a few minutes of recovery" and mean it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor, nn
+
+
+def finetune_causal_lm(model: nn.Module, windows: Tensor, steps: int, lr: float = 5e-5, batch_size: int = 1,
+                       max_seconds: float | None = None) -> list[float]:
+    """Fine-tune ``model`` in place on ``windows`` (n, T), cycling through them; returns the step losses.
+
+    Args:
+        model: a transformers causal LM (accepts ``labels=`` and returns ``.loss``).
+        windows: token ids (n, T).
+        steps: optimizer steps (each on ``batch_size`` windows).
+        lr: peak AdamW learning rate, decayed linearly to zero over ``steps``.
+        batch_size: windows per step.
+        max_seconds: stop early once this much wall-clock time has passed.
+    """
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(steps, 1)))
+    batches = windows.split(batch_size)
+    start, losses = time.perf_counter(), []
+    model.train()
+    for step in range(steps):
+        batch = batches[step % len(batches)]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    return losses
