@@ -55,3 +55,9 @@ def test_dynamic_int8_is_close_to_float():
     ref = x.double() @ (w.double() * scales.double()[:, None]).t()
     sqnr = 10 * torch.log10(ref.pow(2).sum() / (y.double() - ref).pow(2).sum())
     assert y.dtype == torch.float32 and sqnr > 30  # 8-bit activations: ~40 dB
+
+
+def test_int8_weight_kernel_refuses_widths_that_would_crash_it():
+    assert kernels.int8_weight_kernel_fits(576) and not kernels.int8_weight_kernel_fits(72)
+    with pytest.raises(ValueError, match="in_features % 16"):
+        kernels.int8_weight_mm(torch.randn(1, 72), torch.zeros(8, 72, dtype=torch.int8), torch.ones(8).bfloat16())

@@ -98,3 +98,12 @@ def test_kernels_refuse_what_they_cannot_run_exactly():
     assert not Int8DynamicLinear.supports(QuantScheme(8, True, "group", 32), 16, 64)
     with pytest.raises(ValueError, match="unknown packed kernel"):
         packed_from_spec({"kernel": "int5-magic"})
+
+
+def test_install_packed_refuses_a_bad_float_dtype():
+    from torch import nn
+
+    from slimkit.quantize.packed import install_packed
+
+    with pytest.raises(ValueError, match="not a float dtype"):
+        install_packed(nn.Linear(4, 4), {"float_dtype": "int8", "modules": {}})
