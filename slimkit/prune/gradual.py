@@ -26,6 +26,8 @@ from slimkit.targets import Target, resolve_targets
 class MaskParametrization(nn.Module):
     """``weight = original * mask`` with a fixed bool mask buffer that methods overwrite in place."""
 
+    mask: Tensor
+
     def __init__(self, shape: torch.Size) -> None:
         super().__init__()
         self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
@@ -50,7 +52,8 @@ def attach_masks(method: Method[Any], targets: list[Target]) -> list[MaskParamet
 
 def original_weight(t: Target) -> Tensor:
     """The unmasked tensor under a parametrized target (what the optimizer updates)."""
-    return t.module.parametrizations[t.param_name].original  # type: ignore[index,union-attr,no-any-return]
+    parametrizations: Any = t.module.parametrizations
+    return parametrizations[t.param_name].original  # type: ignore[no-any-return]
 
 
 def set_masks(targets: list[Target], masks: list[MaskParametrization], keep: list[Tensor]) -> None:

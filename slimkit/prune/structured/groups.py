@@ -16,7 +16,7 @@ Known structures:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -72,7 +72,8 @@ def sequential_groups(model: nn.Module) -> list[UnitGroup]:
 
 
 def _sequential_group(model: nn.Module, producer: str, norm: str | None, consumer: str) -> UnitGroup:
-    prod, cons = model.get_submodule(producer), model.get_submodule(consumer)
+    prod: Any = model.get_submodule(producer)
+    cons: Any = model.get_submodule(consumer)
     units = prod.out_features if isinstance(prod, nn.Linear) else prod.out_channels
     fan_in = cons.in_features if isinstance(cons, nn.Linear) else cons.in_channels
     if fan_in % units:
@@ -82,7 +83,7 @@ def _sequential_group(model: nn.Module, producer: str, norm: str | None, consume
     return UnitGroup(producer, units, tuple(parts), consumer)
 
 
-def _llama_ffn(prefix: str, layer: nn.Module) -> UnitGroup:
+def _llama_ffn(prefix: str, layer: Any) -> UnitGroup:
     mlp = layer.mlp
     units = mlp.down_proj.in_features
     parts = (Part(f"{prefix}.mlp.gate_proj", "out"), Part(f"{prefix}.mlp.up_proj", "out"),
@@ -90,27 +91,27 @@ def _llama_ffn(prefix: str, layer: nn.Module) -> UnitGroup:
     return UnitGroup(f"{prefix}.mlp", units, parts, f"{prefix}.mlp.down_proj", layer=prefix)
 
 
-def _bert_ffn(prefix: str, layer: nn.Module) -> UnitGroup:
+def _bert_ffn(prefix: str, layer: Any) -> UnitGroup:
     units = layer.output.dense.in_features
     parts = (Part(f"{prefix}.intermediate.dense", "out"), Part(f"{prefix}.output.dense", "in"))
     return UnitGroup(f"{prefix}.intermediate", units, parts, f"{prefix}.output.dense", layer=prefix)
 
 
-def _llama_heads(prefix: str, layer: nn.Module, query_heads: bool) -> UnitGroup:
+def _llama_heads(prefix: str, layer: Any, query_heads: bool) -> UnitGroup:
     attn, a = layer.self_attn, f"{prefix}.self_attn"
     hd = attn.head_dim
     kv = attn.k_proj.out_features // hd
     q = attn.q_proj.out_features // hd
     if query_heads:
-        parts = (Part(f"{a}.q_proj", "out", hd), Part(f"{a}.o_proj", "in", hd))
-        return UnitGroup(f"{a}.query_heads", q, parts, f"{a}.o_proj", blocks=kv, layer=prefix)
+        heads = (Part(f"{a}.q_proj", "out", hd), Part(f"{a}.o_proj", "in", hd))
+        return UnitGroup(f"{a}.query_heads", q, heads, f"{a}.o_proj", blocks=kv, layer=prefix)
     group = hd * (q // kv)  # the query heads that share one KV head
     parts = (Part(f"{a}.q_proj", "out", group), Part(f"{a}.k_proj", "out", hd), Part(f"{a}.v_proj", "out", hd),
              Part(f"{a}.o_proj", "in", group))
     return UnitGroup(f"{a}.kv_groups", kv, parts, f"{a}.o_proj", layer=prefix)
 
 
-def _bert_heads(prefix: str, layer: nn.Module) -> UnitGroup:
+def _bert_heads(prefix: str, layer: Any) -> UnitGroup:
     s, a = layer.attention.self, f"{prefix}.attention"
     hd = s.attention_head_size
     heads = s.query.out_features // hd

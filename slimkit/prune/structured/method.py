@@ -69,7 +69,8 @@ class _ChannelStats:
     """Accumulates activation or Taylor scores per input channel of one consumer module."""
 
     def __init__(self, taylor: bool) -> None:
-        self.taylor, self.total, self.count = taylor, None, 0
+        self.taylor, self.count = taylor, 0
+        self.total: Tensor | None = None
 
     def _add(self, value: Tensor, count: int) -> None:
         self.total = value if self.total is None else self.total + value

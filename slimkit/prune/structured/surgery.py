@@ -26,7 +26,7 @@ def unit_views(model: nn.Module, group: UnitGroup) -> list[Tensor]:
     for part in group.parts:
         if part.kind == "norm":
             continue
-        w = model.get_submodule(part.module).weight  # (out, in, *kernel)
+        w: Tensor = model.get_submodule(part.module).weight  # type: ignore[assignment]  # (out, in, *kernel)
         if part.kind == "out":
             views.append(w.reshape(group.units, -1))
         else:
@@ -44,7 +44,7 @@ def _param(t: Tensor, like: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(t.detach().clone().contiguous(), requires_grad=like.requires_grad)
 
 
-def _cut_out(module: nn.Module, idx: Tensor) -> None:
+def _cut_out(module: Any, idx: Tensor) -> None:
     module.weight = _param(module.weight[idx], module.weight)
     if module.bias is not None:
         module.bias = _param(module.bias[idx], module.bias)
@@ -54,7 +54,7 @@ def _cut_out(module: nn.Module, idx: Tensor) -> None:
         module.out_channels = len(idx)
 
 
-def _cut_in(module: nn.Module, idx: Tensor) -> None:
+def _cut_in(module: Any, idx: Tensor) -> None:
     module.weight = _param(module.weight[:, idx], module.weight)
     if isinstance(module, nn.Linear):
         module.in_features = len(idx)
@@ -62,7 +62,7 @@ def _cut_in(module: nn.Module, idx: Tensor) -> None:
         module.in_channels = len(idx)
 
 
-def _cut_norm(module: nn.Module, idx: Tensor) -> None:
+def _cut_norm(module: Any, idx: Tensor) -> None:
     if module.affine:
         module.weight = _param(module.weight[idx], module.weight)
         module.bias = _param(module.bias[idx], module.bias)
@@ -95,7 +95,7 @@ def keep_units(model: nn.Module, group: UnitGroup, keep: Tensor) -> None:
 def _update_module_attributes(model: nn.Module, group: UnitGroup, kept: int) -> None:
     if not group.layer:
         return
-    layer = model.get_submodule(group.layer)
+    layer: Any = model.get_submodule(group.layer)
     if group.name.endswith(".mlp"):
         layer.mlp.intermediate_size = kept
     elif group.name.endswith(".query_heads"):
