@@ -15,8 +15,11 @@ from slimkit.export.slimkit_format import save
 from slimkit.method import StepReport, registered_names
 from slimkit.models import ModelBundle, load_model
 from slimkit.pipeline import compress
+from slimkit.prune.gradual import GradualPruneConfig
 from slimkit.prune.magnitude import MagnitudePruneConfig
+from slimkit.prune.nm_prune import NMPruneConfig
 from slimkit.prune.sparsegpt import SparseGPTConfig
+from slimkit.prune.structured.method import StructuredPruneConfig
 from slimkit.prune.wanda import WandaConfig
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
@@ -30,4 +33,5 @@ __all__ = [
     "apply", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save", "load", "load_dir",
     "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
     "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
+    "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig",
 ]

@@ -106,17 +106,20 @@ def _update_module_attributes(model: nn.Module, group: UnitGroup, kept: int) -> 
         attn.all_head_size = kept * attn.attention_head_size
 
 
-def update_hf_config(model: nn.Module, structure: str, groups: list[UnitGroup], kept: list[int]) -> bool:
+def update_hf_config(model: nn.Module, structure: str, groups: list[UnitGroup], kept: list[int]) -> bool | None:
     """Write the new sizes into ``model.config`` when the config can express them.
 
     Returns:
         True if the config now describes the pruned shapes (``from_pretrained`` will work); False
         when blocks differ or the architecture derives head size from the head count (BERT heads),
-        in which case only ``slimkit.load`` (which resizes modules to the saved shapes) rebuilds it.
+        in which case only ``slimkit.load`` (which resizes modules to the saved shapes) rebuilds it;
+        None for models without a Hugging Face config (plain torch modules).
     """
     config: Any = getattr(model, "config", None)
-    if config is None or len(set(kept)) != 1:
-        return config is None
+    if config is None:
+        return None
+    if len(set(kept)) != 1:
+        return False
     k, llama = kept[0], hasattr(config, "num_key_value_heads")
     if structure == "ffn":
         config.intermediate_size = k
