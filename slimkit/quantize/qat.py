@@ -5,9 +5,10 @@ activations), then bake the integers in.
 fake-quantizes it with the straight-through estimator (STE), or with LSQ (Esser et al. 2020) when
 ``learnable_scales``: the per-group step is then an ``nn.Parameter`` inside the parametrization. With
 ``activation_bits`` each targeted Linear also gets an ``input_fake_quant`` submodule (moving-average
-min-max ranges, or an LSQ step) called by a pre-hook. All of these live inside the model, so
-**create the optimizer after** ``prepare``: ``torch.optim.Adam(model.parameters())`` then sees the
-learnable steps. ``ctl.step(progress)`` freezes ranges and steps once ``progress >= freeze_at``;
+min-max ranges updated by every forward pass until frozen, or an LSQ step) called by a pre-hook.
+All of these live inside the model, so **create the optimizer after** ``prepare``:
+``torch.optim.Adam(model.parameters())`` then sees the learnable steps. ``ctl.step(progress)`` freezes
+ranges and steps once ``progress >= freeze_at``;
 ``ctl.finalize()`` bakes the quantized weights, attaches QuantRecords (the exporter stores integers)
 and turns activation-quantized Linears into :class:`StaticQuantLinear` with the learned ranges.
 """
@@ -20,7 +21,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from slimkit.method import Method, register
+from slimkit.method import ForwardLoop, Method, register
 from slimkit.quantize.activation import swap_to_static
 from slimkit.quantize.fake_quant import fake_quantize, lsq_fake_quantize, lsq_grad_scale, straight_through
 from slimkit.quantize.observers import ActivationGrid, batch_range, range_to_qparams
@@ -29,7 +30,9 @@ from slimkit.quantize.primitives import (
     as_matrix,
     broadcast_qparams,
     compute_qparams,
+    dequantize,
     numel_per_qparam,
+    quantize,
     quantize_dequantize,
 )
 from slimkit.quantize.record import QuantRecord, set_quant_record
@@ -132,13 +135,16 @@ class InputFakeQuant(nn.Module):
 
     def qparams(self) -> tuple[Tensor, Tensor]:
         """(scale, zero), each (1,)."""
+        if int(self.seen) == 0:
+            raise RuntimeError("quant.qat: an input quantizer saw no data; train (or pass a forward_loop to "
+                               "slimkit.apply) before finalize")
         if self.step is not None:
             step = self.step.detach().abs().clamp_min(1e-12)
             return step, torch.zeros_like(step)
         return range_to_qparams(self.lo, self.hi, self.grid)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.frozen and (self.training or int(self.seen) == 0):
+        if not self.frozen or int(self.seen) == 0:
             self._observe(x)
         if self.step is not None:
             grad_scale = lsq_grad_scale(x[0].numel(), self.grid.qmax)
@@ -181,6 +187,10 @@ class QATMethod(Method[QATConfig]):
                 self.hooks.forward_pre_hook(t.module, _input_hook)
                 self._input_quant[t.module_name] = t.module
 
+    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
+        """Observe activation ranges without training (QAT settings used as plain PTQ)."""
+        forward_loop(model)
+
     def step(self, progress: float) -> None:
         if progress >= self.config.freeze_at and not self._frozen:
             for t in self._targets:
@@ -195,7 +205,11 @@ class QATMethod(Method[QATConfig]):
         self.hooks.bake_all()  # weights become their fake-quantized values; the input pre-hooks go
         scheme = self.config.quant_scheme()
         for t in self._targets:
-            set_quant_record(t.module, t.param_name, QuantRecord(scheme, *records[t.fqn]))
+            scale, zero = records[t.fqn]
+            w = t.param.data
+            # STE arithmetic (x + (q - x).detach()) leaves last-ulp noise: snap exactly onto the grid
+            w.copy_(dequantize(quantize(as_matrix(w), scale, zero, scheme), scale, zero, scheme).reshape(w.shape))
+            set_quant_record(t.module, t.param_name, QuantRecord(scheme, scale, zero))
         grid = self.config.activation_grid() if self.config.activation_bits else None
         for name, linear in self._input_quant.items():
             scale, zero = getattr(linear, INPUT_QUANTIZER).qparams()

@@ -13,6 +13,9 @@ from slimkit.models.bundle import ModelBundle
 from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
 from slimkit.quantize.record import quant_records
 from tests._models import tiny_llama, token_batches
+from tests.quantize._single_thread import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 BINARY = QuantScheme(1, kind="binary")
 TERNARY = QuantScheme(2, kind="ternary")

@@ -11,6 +11,9 @@ from slimkit.quantize.observers import (
     percentile_range,
     range_to_qparams,
 )
+from tests.quantize._single_thread import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _batches(seed=0, n=6, heavy=True):

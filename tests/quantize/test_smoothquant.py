@@ -9,6 +9,9 @@ from slimkit.quantize.activation import StaticQuantLinear
 from slimkit.quantize.smoothquant import SmoothQuantConfig, SmoothQuantMethod, smoothing_factors
 from slimkit.quantize.static import StaticQuantConfig
 from tests._models import tiny_bert, tiny_llama, token_batches
+from tests.quantize._single_thread import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _loop(ids, **kwargs):

@@ -11,6 +11,9 @@ from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
 from slimkit.quantize.record import quant_records
 from slimkit.quantize.static import StaticQuantConfig
 from tests._models import tiny_llama, token_batches
+from tests.quantize._single_thread import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _loop(ids):
