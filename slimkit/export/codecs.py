@@ -60,6 +60,7 @@ def compress_state_dict(
         ``(tensors, header)``: the tensors to write with safetensors and the per-entry codec header.
     """
     aliases = _alias_map(state)
+    records = {aliases.get(n, n): r for n, r in records.items()}  # a quantized tied lm_head: pack it once
     tensors: dict[str, Tensor] = {}
     header: Header = {}
     for name, t in state.items():

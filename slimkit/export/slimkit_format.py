@@ -25,6 +25,7 @@ from slimkit.export.codecs import compress_state_dict, decompress_state_dict
 from slimkit.models import hf
 from slimkit.models.bundle import MODEL_KINDS, ModelBundle
 from slimkit.models.zoo import build_architecture
+from slimkit.quantize.activation import restore_static_quant_linears
 from slimkit.quantize.packed import install_packed, packed_header
 from slimkit.quantize.record import quant_records, set_quant_record
 
@@ -126,6 +127,7 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     else:
         model, tokenizer = hf.rebuild_hf(path, kind)
     resize_modules_to_state(model, state)
+    restore_static_quant_linears(model, state)  # W8A8 Linears carry activation qparams as buffers
     if header.get("packed"):
         install_packed(model, header["packed"])
     result = model.load_state_dict(state, strict=False)

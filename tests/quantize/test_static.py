@@ -6,6 +6,8 @@ from torch import nn
 
 import slimkit
 from slimkit.export.codecs import compress_state_dict, decompress_state_dict
+from slimkit.export.slimkit_format import load_slimkit_dir, save
+from slimkit.models.bundle import ModelBundle
 from slimkit.quantize.activation import StaticQuantLinear, restore_static_quant_linears
 from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
 from slimkit.quantize.record import quant_records
@@ -84,6 +86,19 @@ def test_state_dict_round_trip_rebuilds_the_w8a8_modules():
     fresh.load_state_dict(state, strict=True)
     with torch.no_grad():
         assert torch.equal(fresh(input_ids=ids).logits, expected)
+
+
+def test_slimkit_checkpoint_saves_and_loads_w8a8(tmp_path):
+    bundle = ModelBundle(tiny_llama(), "causal-lm", "tiny-llama")
+    ids = token_batches()
+    slimkit.apply(bundle.model, StaticQuantConfig(), _loop(ids))
+    with torch.no_grad():
+        expected = bundle.model(input_ids=ids).logits
+    save(bundle, tmp_path / "w8a8")
+    loaded = load_slimkit_dir(tmp_path / "w8a8")
+    assert isinstance(loaded.model.model.layers[1].mlp.down_proj, StaticQuantLinear)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(input_ids=ids).logits, expected)
 
 
 def test_static_without_calibration_explains_itself():
