@@ -44,23 +44,23 @@ def rtn(bits: int, group: int | None) -> RTNConfig:
 def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]]:
     """(grid, method, config, calibration windows), most important first (results are written after every
     row): GPTQ g128 right after fp32 so its memory peak is measured early, then the comparisons at each
-    grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then extras."""
+    grid, then extras and GPTQ g128 again with 128 calibration windows for the time/memory targets."""
     gptq = GPTQConfig(bits=4, group_size=128)
     rows: list[tuple[str, str, BaseConfig | None, int]] = [
         ("fp32", "fp32", None, 0),
         ("int4 g128", "gptq", gptq, calib_samples),
         ("int4 g128", "rtn", rtn(4, 128), 0),
         ("int4 g128", "awq", AWQConfig(bits=4, group_size=128), calib_samples),
+        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True), calib_samples),
         ("int8 channel", "rtn", rtn(8, None), 0),
         ("int4 g64", "rtn", rtn(4, 64), 0),
         ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64), calib_samples),
         ("int3 g128", "rtn", rtn(3, 128), 0),
         ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128), calib_samples),
-        ("int4 g128", "gptq (128 calib windows)", gptq, 128),
         ("int4 g32", "rtn", rtn(4, 32), 0),
         ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32), calib_samples),
-        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True), calib_samples),
         ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
+        ("int4 g128", "gptq (128 calib windows)", gptq, 128),
     ]
     return rows
 
@@ -96,14 +96,17 @@ def release_memory() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap (e.g. GGUF decoding buffers) back to the OS
 
 
-def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def run(calib_samples: int, eval_windows: int, meta: dict[str, Any],
+        done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     bundle = slimkit.load_model("smollm2-135m")
     model = bundle.model
     original = {k: v.clone() for k, v in model.state_dict().items()}
     spec = parse_data_spec("pydoc")
     windows = token_windows(bundle.tokenizer, documents(spec, "eval"), SEQ_LEN, eval_windows)
-    rows: list[dict[str, Any]] = []
+    rows = list(done)
     for grid, method, config, samples in variants(calib_samples):
+        if any(r["grid"] == grid and r["method"] == method for r in done):
+            continue
         loop = calibration_loop(bundle, spec, max(samples, 1), SEQ_LEN, batch_size=4)
         model.load_state_dict(original)
         release_memory()
@@ -159,10 +162,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--eval-windows", type=int, default=32)
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
     args = parser.parse_args()
+    saved = RESULTS / "quantization.json"
+    done = json.loads(saved.read_text())["rows"] if args.resume and saved.exists() else []
     meta = {"calib_samples": args.calib_samples, "eval_windows": args.eval_windows, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    rows = run(args.calib_samples, args.eval_windows, meta)
+    rows = run(args.calib_samples, args.eval_windows, meta, done)
     print(markdown(rows, meta))
 
 
