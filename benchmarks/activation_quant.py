@@ -5,6 +5,10 @@ use disjoint splits of the pydoc corpus. Every variant starts from a fresh copy 
 weights per output channel (symmetric) and int8 activations per tensor (affine) at every decoder Linear
 input, simulated in float. Writes ``benchmarks/results/activation_quant.json`` and ``.md`` after every row.
 Target: SmoothQuant W8A8 better (lower perplexity) than plain static W8A8 with min-max ranges.
+
+A second table times one forward pass (batch 1 × 512 tokens, median of repeats) of fp32, the simulated
+W8A8 model, and the same W8A8 model executed as real uint8 × int8 GEMMs through oneDNN
+(``to_int8_execution``), whose perplexity is also measured to show it matches the simulation.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from slimkit.data.text import documents, token_windows
 from slimkit.eval.metrics import perplexity
 from slimkit.quantize.rtn import RTNConfig
 from slimkit.quantize.smoothquant import SmoothQuantConfig
-from slimkit.quantize.static import StaticQuantConfig
+from slimkit.quantize.static import StaticQuantConfig, to_int8_execution
 
 RESULTS = Path(__file__).parent / "results"
 SEQ_LEN = 512
+SPEED_VARIANT = "SmoothQuant W8A8 α=0.5, min-max"
 
 
 def variants() -> list[tuple[str, BaseConfig | None]]:
@@ -38,7 +43,7 @@ def variants() -> list[tuple[str, BaseConfig | None]]:
     return [
         ("fp32", None),
         ("static W8A8, min-max", StaticQuantConfig()),
-        ("SmoothQuant W8A8 α=0.5, min-max", SmoothQuantConfig(alpha=0.5)),
+        (SPEED_VARIANT, SmoothQuantConfig(alpha=0.5)),
         ("static W8A8, percentile 99.99", StaticQuantConfig(observer="percentile")),
         ("SmoothQuant W8A8 α=0.3, min-max", SmoothQuantConfig(alpha=0.3)),
         ("SmoothQuant W8A8 α=0.65, min-max", SmoothQuantConfig(alpha=0.65)),
@@ -69,10 +74,37 @@ def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dic
                      "calibration_seconds": round(seconds, 1), "config": config.describe() if config else None,
                      "stats": stats})
         print({k: rows[-1][k] for k in ("variant", "perplexity", "calibration_seconds")}, flush=True)
+        time_executions(model, windows[:1], windows, name, meta)
         write_results(rows, meta)
         del model
         gc.collect()
     return rows
+
+
+def forward_ms(model: torch.nn.Module, ids: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time of one forward pass in milliseconds (after one warm-up)."""
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            model(input_ids=ids)
+            times.append(time.perf_counter() - start)
+    return round(1e3 * sorted(times[1:])[len(times[1:]) // 2], 1)
+
+
+def time_executions(model: torch.nn.Module, ids: torch.Tensor, windows: torch.Tensor, name: str,
+                    meta: dict[str, Any]) -> None:
+    """Speed table: fp32 forward time; for the SmoothQuant α=0.5 model the simulated forward time, then the
+    same model converted to oneDNN int8 GEMMs (forward time and perplexity)."""
+    speed = meta.setdefault("speed", [])
+    if name == "fp32":
+        speed.append({"execution": "fp32", "forward_ms": forward_ms(model, ids)})
+    elif name == SPEED_VARIANT:
+        speed.append({"execution": "W8A8 simulated (float32)", "forward_ms": forward_ms(model, ids)})
+        swapped = to_int8_execution(model)
+        speed.append({"execution": f"W8A8 oneDNN int8 GEMM ({swapped} Linears)", "forward_ms": forward_ms(model, ids),
+                      "perplexity": round(perplexity(model, windows, batch_size=4), 3)})
+        print(speed[-2:], flush=True)
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -88,6 +120,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in rows:
         lines.append(f"| {r['variant']} | {r['perplexity']:.3f} | {r['perplexity'] - fp32:+.3f} | "
                      f"{r['calibration_seconds']} |")
+    if meta.get("speed"):
+        lines += ["", "## Execution: one forward of 1 × 512 tokens (median), SmoothQuant α=0.5 model", "",
+                  "| execution | forward ms | perplexity |", "|---|---|---|"]
+        for r in meta["speed"]:
+            lines.append(f"| {r['execution']} | {r['forward_ms']} | {r.get('perplexity', '')} |")
     lines += ["", f"torch {meta['torch']}, {meta['threads']} threads, run at {meta['date']}."]
     return "\n".join(lines) + "\n"
 

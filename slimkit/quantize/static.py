@@ -6,6 +6,10 @@ Calibration attaches one :class:`~slimkit.quantize.observers.ActivationObserver`
 weights to nearest (a QuantRecord lets the exporter store integers) and replaces each Linear by a
 :class:`~slimkit.quantize.activation.StaticQuantLinear` carrying the activation scale and zero point as
 buffers, so the finalized model runs W8A8 semantics (simulated in float) and saves/loads them.
+
+:func:`to_int8_execution` then optionally swaps those modules for :class:`OneDNNInt8Linear`, which runs the
+same arithmetic as real uint8 × int8 GEMMs through oneDNN's x86 kernels (a runtime conversion: the
+prepacked weights are not saved; save the simulated model and convert after loading).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from torch import Tensor, nn
 
 from slimkit.config import BaseConfig
 from slimkit.method import ForwardLoop, Method, register
-from slimkit.quantize.activation import observe_inputs, swap_to_static
+from slimkit.quantize.activation import StaticQuantLinear, observe_inputs, swap_to_static
 from slimkit.quantize.observers import ActivationGrid, ActivationObserver, ObserverKind
-from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
-from slimkit.quantize.record import QuantRecord, set_quant_record
+from slimkit.quantize.primitives import QuantScheme, quantize, quantize_dequantize
+from slimkit.quantize.record import QuantRecord, get_quant_record, set_quant_record
 from slimkit.targets import resolve_targets
 
 
@@ -117,3 +121,61 @@ class StaticQuantMethod(Method[StaticQuantConfig]):
         linears = target_linears(model, self.config, "quant.static")
         return finalize_w8a8(model, linears, self._qparams, self.config.weight_scheme(),
                              self.config.activation_grid())
+
+
+class OneDNNInt8Linear(nn.Module):
+    """Executes a W8A8 :class:`StaticQuantLinear` as a real uint8 × int8 GEMM with float32 output (oneDNN).
+
+    The input is smoothed, quantized to uint8 with the calibrated scale/zero (a signed int8 grid is shifted
+    by 128, the same levels), multiplied by the prepacked int8 weights and rescaled per output channel.
+    """
+
+    def __init__(self, source: StaticQuantLinear, record: QuantRecord) -> None:
+        super().__init__()
+        q = quantize(source.weight.data, record.scale, record.zero, record.scheme).to(torch.int8)  # (out, in)
+        self.packed = torch.ops.onednn.qlinear_prepack(q, None)
+        self.weight_scale = record.scale[:, 0].float().contiguous()  # (out,)
+        self.weight_zero = torch.zeros(q.shape[0], dtype=torch.long)
+        self.bias = None if source.bias is None else source.bias.detach().float()
+        self.smooth = source.input_smooth
+        qmin = int(source.input_qrange[0])
+        self.x_scale = float(source.input_scale)
+        self.x_zero = int(source.input_zero) - qmin  # shift a signed grid onto uint8
+        self.x_max = int(source.input_qrange[1]) - qmin
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.smooth is not None:
+            x = x / self.smooth
+        xq = torch.round(x / self.x_scale + self.x_zero).clamp(0, self.x_max).to(torch.uint8)  # (..., in)
+        return torch.ops.onednn.qlinear_pointwise(xq, self.x_scale, self.x_zero, self.packed, self.weight_scale,
+                                                  self.weight_zero, self.bias, 1.0, 0, torch.float32, "none", [],
+                                                  "")
+
+
+def _int8_executable(module: nn.Module) -> QuantRecord | None:
+    """The weight record of a StaticQuantLinear that oneDNN can run (8-bit per-channel symmetric weights,
+    per-tensor activations of at most 8 bits), else None."""
+    if not isinstance(module, StaticQuantLinear) or module.input_scale.numel() != 1:
+        return None
+    record = get_quant_record(module, "weight")
+    s = record.scheme if record else None
+    ok = s is not None and (s.bits, s.symmetric, s.granularity, s.kind) == (8, True, "channel", "int")
+    return record if ok and int(module.input_qrange[1]) - int(module.input_qrange[0]) <= 255 else None
+
+
+def to_int8_execution(model: nn.Module) -> int:
+    """Swap every int8-executable :class:`StaticQuantLinear` in ``model`` for a :class:`OneDNNInt8Linear`.
+
+    Returns:
+        How many modules now run real int8 GEMMs (x86 CPUs with oneDNN; inference only).
+    """
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        record = _int8_executable(module)
+        if record is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                OneDNNInt8Linear(module, record))  # type: ignore[arg-type]
+        swapped += 1
+    return swapped

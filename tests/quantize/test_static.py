@@ -11,7 +11,7 @@ from slimkit.models.bundle import ModelBundle
 from slimkit.quantize.activation import StaticQuantLinear, restore_static_quant_linears
 from slimkit.quantize.primitives import QuantScheme, quantize_dequantize
 from slimkit.quantize.record import quant_records
-from slimkit.quantize.static import StaticQuantConfig
+from slimkit.quantize.static import OneDNNInt8Linear, StaticQuantConfig, to_int8_execution
 from tests._models import tiny_llama, token_batches
 from tests.quantize._single_thread import single_thread  # noqa: F401
 
@@ -104,3 +104,16 @@ def test_slimkit_checkpoint_saves_and_loads_w8a8(tmp_path):
 def test_static_without_calibration_explains_itself():
     with pytest.raises(ValueError, match="needs calibration"):
         slimkit.apply(tiny_llama(), StaticQuantConfig())
+
+
+@pytest.mark.parametrize("config", [StaticQuantConfig(), StaticQuantConfig(activation_symmetric=True)],
+                         ids=["uint8-affine", "int8-symmetric"])
+def test_onednn_int8_execution_matches_the_simulation(config):
+    model, ids = tiny_llama(), token_batches()
+    slimkit.apply(model, config, _loop(ids))
+    with torch.no_grad():
+        simulated = model(input_ids=ids).logits
+    assert to_int8_execution(model) == 14
+    assert isinstance(model.model.layers[0].self_attn.q_proj, OneDNNInt8Linear)
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, simulated, atol=1e-5)
