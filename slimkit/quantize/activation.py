@@ -34,13 +34,17 @@ class StaticQuantLinear(nn.Linear):
     (1,) per tensor or (in_features,) per channel.
     """
 
+    input_scale: Tensor
+    input_zero: Tensor
+    input_qrange: Tensor
+    input_smooth: Tensor | None
+
     def __init__(self, in_features: int, out_features: int, bias: bool, qparam_size: int = 1,
                  smooth: bool = False) -> None:
         super().__init__(in_features, out_features, bias, device="meta")
         self.register_buffer("input_scale", torch.ones(qparam_size))
         self.register_buffer("input_zero", torch.zeros(qparam_size))
         self.register_buffer("input_qrange", torch.tensor([-128, 127]))
-        self.input_smooth: Tensor | None
         self.register_buffer("input_smooth", torch.ones(in_features) if smooth else None)
 
     def quantize_input(self, x: Tensor) -> Tensor:

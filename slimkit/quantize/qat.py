@@ -78,7 +78,8 @@ class WeightFakeQuant(nn.Module):
         matrix = as_matrix(weight.detach())  # (rows, cols)
         scale, zero = compute_qparams(matrix, scheme)  # (rows, n_groups): min-max start
         self.step = nn.Parameter(scale) if learnable else None
-        self.grad_scale = lsq_grad_scale(numel_per_qparam(tuple(matrix.shape), scheme), scheme.qmax)
+        rows, cols = matrix.shape
+        self.grad_scale = lsq_grad_scale(numel_per_qparam((rows, cols), scheme), scheme.qmax)
         self.frozen: tuple[Tensor, Tensor] | None = None
 
     def qparams(self, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,6 +116,10 @@ class WeightFakeQuant(nn.Module):
 
 class InputFakeQuant(nn.Module):
     """Fake-quantizes a Linear's input per tensor: moving-average min-max ranges, or an LSQ step."""
+
+    lo: Tensor
+    hi: Tensor
+    seen: Tensor
 
     def __init__(self, grid: ActivationGrid, learnable: bool, momentum: float) -> None:
         super().__init__()
@@ -158,6 +163,11 @@ class InputFakeQuant(nn.Module):
             self.step.requires_grad_(False)
 
 
+def _original(target: Target) -> Tensor:
+    """The unquantized weight behind a parametrized target."""
+    return getattr(target.module.parametrizations, target.param_name).original  # type: ignore[no-any-return]
+
+
 def _input_hook(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     quantizer = getattr(module, INPUT_QUANTIZER)
     return (quantizer(args[0]), *args[1:])
@@ -194,13 +204,13 @@ class QATMethod(Method[QATConfig]):
     def step(self, progress: float) -> None:
         if progress >= self.config.freeze_at and not self._frozen:
             for t in self._targets:
-                self._weight_quant[t.fqn].freeze(t.module.parametrizations[t.param_name].original)
+                self._weight_quant[t.fqn].freeze(_original(t))
             for linear in self._input_quant.values():
                 getattr(linear, INPUT_QUANTIZER).freeze()
             self._frozen = True
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
-        records = {t.fqn: self._weight_quant[t.fqn].qparams(t.module.parametrizations[t.param_name].original)
+        records = {t.fqn: self._weight_quant[t.fqn].qparams(_original(t))
                    for t in self._targets}
         self.hooks.bake_all()  # weights become their fake-quantized values; the input pre-hooks go
         scheme = self.config.quant_scheme()

@@ -32,7 +32,7 @@ def test_error_is_at_most_half_a_step_on_83x45(scheme, seed, spread):
     assert scheme.qmin <= int(q.min()) and int(q.max()) <= scheme.qmax
     step = broadcast_qparams(scale.double(), scheme, 45)  # (83, 45)
     err = (dequantize(q, scale, zero, scheme).double() - w).abs()
-    assert torch.all(err <= step / 2 * (1 + 1e-5) + 1e-9 * spread)
+    assert torch.all(err <= step / 2 * (1 + 1e-5) + 1e-6 * spread)  # float32 dequantized values
 
 
 @settings(max_examples=40, deadline=None)
