@@ -141,3 +141,18 @@ def test_finalize_without_any_activation_data_explains_itself():
 def test_lsq_needs_a_symmetric_int_grid():
     with pytest.raises(ValueError, match="learnable_scales"):
         QATConfig(scheme="binary", learnable_scales=True)
+
+
+def test_qat_quantizes_conv_weights_per_output_channel():
+    from slimkit.models.zoo import build_architecture
+
+    torch.manual_seed(0)
+    model = build_architecture("small-cnn", {"widths": [4, 8], "image_size": 8})
+    x = torch.randn(16, 1, 8, 8)
+    ctl = slimkit.prepare(model, QATConfig(bits=3))
+    model(x).sum().backward()
+    report = ctl.finalize()
+    assert report.stats["layers"] == 3  # two convs and the classifier
+    conv = model[0]
+    assert all(len(kernel.unique()) <= 8 for kernel in conv.weight)
+    assert quant_records(model)["0.weight"].scale.shape == (4, 1)

@@ -117,3 +117,18 @@ def test_onednn_int8_execution_matches_the_simulation(config):
     assert isinstance(model.model.layers[0].self_attn.q_proj, OneDNNInt8Linear)
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, simulated, atol=1e-5)
+
+
+def test_per_channel_activation_ranges_round_trip():
+    model, ids = tiny_llama(), token_batches()
+    slimkit.apply(model, StaticQuantConfig(activation_per_channel=True, observer="mse"), _loop(ids))
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert q_proj.input_scale.shape == (64,)
+    tensors, header = compress_state_dict(model.state_dict(), quant_records(model))
+    state, _ = decompress_state_dict(tensors, header)
+    fresh = tiny_llama(seed=3)
+    restore_static_quant_linears(fresh, state)
+    fresh.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert to_int8_execution(model) == 0  # per-channel activations cannot feed an int8 GEMM
