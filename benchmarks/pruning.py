@@ -137,7 +137,7 @@ def _llm_row(label: str, model: nn.Module, eval_windows: Tensor, prompt: Tensor)
             "decode_tokens_per_s": round(timing.decode_tokens_per_s, 2)}
 
 
-def llm_rows(eval_count: int, ft_seconds: float) -> list[dict[str, Any]]:
+def llm_rows(eval_count: int, importance_count: int, ft_seconds: float) -> list[dict[str, Any]]:
     bundle = slimkit.load_model("smollm2-135m")
     spec = parse_data_spec("pydoc")
     eval_windows = token_windows(bundle.tokenizer, documents(spec, "eval"), 512, eval_count)
@@ -148,7 +148,8 @@ def llm_rows(eval_count: int, ft_seconds: float) -> list[dict[str, Any]]:
     best: tuple[float, nn.Module | None, str] = (float("inf"), None, "")
     for importance in ("activation", "taylor"):
         model = copy.deepcopy(bundle.model)
-        loop = causal_lm_loss_loop(calib[:16]) if importance == "taylor" else _lm_forward_loop(calib[:16])
+        windows = calib[:importance_count]
+        loop = causal_lm_loss_loop(windows) if importance == "taylor" else _lm_forward_loop(windows)
         start = time.perf_counter()
         slimkit.apply(model, StructuredPruneConfig(structure="ffn", fraction=0.3, multiple_of=8,
                                                    importance=importance), loop)
@@ -159,7 +160,7 @@ def llm_rows(eval_count: int, ft_seconds: float) -> list[dict[str, Any]]:
             best = (rows[-1]["perplexity"], model, importance)
     model, importance = best[1], best[2]
     assert model is not None
-    losses = finetune_causal_lm(model, calib[16:], steps=10_000, lr=5e-5, max_seconds=ft_seconds)
+    losses = finetune_causal_lm(model, calib[importance_count:], steps=10_000, lr=5e-5, max_seconds=ft_seconds)
     rows.append(_llm_row(f"FFN −30% by {importance} + {len(losses)}-step recovery", model, eval_windows, prompt))
     rows[-1]["recovery_steps"] = len(losses)
     print(rows[-1], flush=True)
@@ -203,7 +204,8 @@ def markdown(results: dict[str, Any]) -> str:
                                        "latency_b64_ms", "speedup_b64"]) + [""]
     if "llm" in results:
         out += ["## SmolLM2-135M: 30% of FFN channels removed", "",
-                "Perplexity on pydoc eval windows (512 tokens); importance from 16 calib windows; recovery "
+                f"Perplexity on {meta['args']['eval_windows']} pydoc eval windows (512 tokens); importance from "
+                f"{meta['args']['importance_windows']} calib windows; recovery "
                 "fine-tuning on other calib windows. Prefill 512 tokens, greedy decode 128 tokens, batch 1 "
                 "(best of 2). Target: decode ≥ 1.2× faster.", ""]
         out += _table(results["llm"], ["variant", "perplexity", "params", "intermediate_size",
@@ -220,6 +222,7 @@ def main() -> None:
     parser.add_argument("--cnn-epochs", type=int, default=3)
     parser.add_argument("--cnn-widths", default="32,64")
     parser.add_argument("--eval-windows", type=int, default=24)
+    parser.add_argument("--importance-windows", type=int, default=16)
     parser.add_argument("--recovery-seconds", type=float, default=150.0)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -237,7 +240,7 @@ def main() -> None:
         results["cnn"] = cnn_rows(data, [int(w) for w in args.cnn_widths.split(",")], args.cnn_epochs)
         write(results)
     if "llm" in sections:
-        results["llm"] = llm_rows(args.eval_windows, args.recovery_seconds)
+        results["llm"] = llm_rows(args.eval_windows, args.importance_windows, args.recovery_seconds)
         write(results)
     print(markdown(results))
 
