@@ -20,7 +20,7 @@ from torch import Tensor
 
 from slimkit.prune.masks import lowest_k_mask, prune_count
 from slimkit.prune.nm import check_nm, nm_mask
-from slimkit.quantize.gptq_math import inverse_hessian_factor, prepare_hessian
+from slimkit.quantize.gptq_math import inverse_hessian_factor, one_thread, prepare_hessian
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ def _block_prune_counts(rows: int, cols: int, block_size: int, sparsity: float) 
     return counts
 
 
+@one_thread()
 def sparsegpt_prune(w: Tensor, h: Tensor, pattern: SparsityPattern, *, damp: float = 0.01,
                     block_size: int = 128) -> Tensor:
     """SparseGPT-prune one weight matrix and update the kept weights to compensate.

@@ -14,6 +14,8 @@ exporter packs like RTN's. The shared inverse-Hessian helpers also serve SparseG
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,21 @@ class GPTQResult:
     scale: Tensor
     zero: Tensor
     loss: float
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a column sweep on one thread.
+
+    The sweep is thousands of tiny tensor ops; OpenMP hand-offs between threads cost more than they
+    save, and on a shared machine with oversubscribed cores the sweep ran ~15× slower with two threads.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def prepare_hessian(w: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,6 +106,7 @@ class _Columns:
         return out
 
 
+@one_thread()
 def gptq_quantize(w: Tensor, h: Tensor, scheme: QuantScheme, *, damp: float = 0.01, block_size: int = 128,
                   act_order: bool = False) -> GPTQResult:
     """GPTQ-quantize one weight matrix.
