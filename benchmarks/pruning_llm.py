@@ -58,15 +58,18 @@ def variants() -> list[tuple[str, str, BaseConfig | Callable[[nn.Module], None] 
     return rows
 
 
-def run(calib_samples: int, eval_windows: int, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def run(calib_samples: int, eval_windows: int, meta: dict[str, Any],
+        done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     bundle = slimkit.load_model("smollm2-135m")
     model = bundle.model
     original = {k: v.clone() for k, v in model.state_dict().items()}
     spec = parse_data_spec("pydoc")
     windows = token_windows(bundle.tokenizer, documents(spec, "eval"), SEQ_LEN, eval_windows)
     loop = calibration_loop(bundle, spec, calib_samples, SEQ_LEN, batch_size=4)
-    rows = []
+    rows = list(done)
     for pattern, method, step in variants():
+        if any(r["pattern"] == pattern and r["method"] == method for r in done):
+            continue
         model.load_state_dict(original)
         start = time.perf_counter()
         if isinstance(step, BaseConfig):
@@ -114,10 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--eval-windows", type=int, default=32)
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
     args = parser.parse_args()
+    saved = RESULTS / "pruning_llm.json"
+    done = json.loads(saved.read_text())["rows"] if args.resume and saved.exists() else []
     meta = {"calib_samples": args.calib_samples, "eval_windows": args.eval_windows, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    rows = run(args.calib_samples, args.eval_windows, meta)
+    rows = run(args.calib_samples, args.eval_windows, meta, done)
     print(markdown(rows, meta))
 
 
