@@ -44,7 +44,7 @@ def rtn(bits: int, group: int | None) -> RTNConfig:
 def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]]:
     """(grid, method, config, calibration windows), most important first (results are written after every
     row): GPTQ g128 right after fp32 so its memory peak is measured early, then the comparisons at each
-    grid, then extras and GPTQ g128 again with 128 calibration windows for the time/memory targets."""
+    grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then extras."""
     gptq = GPTQConfig(bits=4, group_size=128)
     rows: list[tuple[str, str, BaseConfig | None, int]] = [
         ("fp32", "fp32", None, 0),
@@ -59,8 +59,8 @@ def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]
         ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128), calib_samples),
         ("int4 g32", "rtn", rtn(4, 32), 0),
         ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32), calib_samples),
-        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
         ("int4 g128", "gptq (128 calib windows)", gptq, 128),
+        ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
     ]
     return rows
 
