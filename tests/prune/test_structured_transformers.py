@@ -117,3 +117,18 @@ def test_bert_with_heads_removed_reloads_through_slimkit(tmp_path) -> None:  # t
     loaded = slimkit.load_dir(slimkit.save(bundle, tmp_path / "out"))
     torch.testing.assert_close(_outputs(loaded.model, ids), expected)
     assert loaded.model.config.intermediate_size == 48
+
+
+def test_uneven_ffn_widths_reload_through_slimkit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bundle = ModelBundle(tiny_llama(), "causal-lm", "tiny-llama")
+    with torch.no_grad():  # layer 0 loses 10 channels, layer 1 loses 30: no single intermediate_size
+        for layer, dead in zip(bundle.model.model.layers, (10, 30), strict=True):
+            layer.mlp.down_proj.weight[:, :dead] = 0.0
+            layer.mlp.gate_proj.weight[:dead] = 0.0
+            layer.mlp.up_proj.weight[:dead] = 0.0
+    report = slimkit.apply(bundle.model, StructuredPruneConfig(structure="ffn", threshold=1e-8))
+    assert report.stats["kept_per_group"] == [86, 66] and report.stats["config_updated"] is False
+    ids = token_batches(n=2, seq_len=10)
+    expected = _outputs(bundle.model, ids)
+    loaded = slimkit.load_dir(slimkit.save(bundle, tmp_path / "out"))
+    torch.testing.assert_close(_outputs(loaded.model, ids), expected)
