@@ -23,7 +23,13 @@ from torch import Tensor, nn
 
 from slimkit.method import ForwardLoop, Method, register
 from slimkit.quantize.activation import swap_to_static
-from slimkit.quantize.fake_quant import fake_quantize, lsq_fake_quantize, lsq_grad_scale, straight_through
+from slimkit.quantize.fake_quant import (
+    fake_quantize,
+    lsq_fake_quantize,
+    lsq_grad_scale,
+    lsq_init_step,
+    straight_through,
+)
 from slimkit.quantize.observers import ActivationGrid, batch_range, range_to_qparams
 from slimkit.quantize.primitives import (
     QuantScheme,
@@ -134,8 +140,8 @@ class InputFakeQuant(nn.Module):
         first = int(self.seen) == 0
         self.lo.copy_(lo if first else self.momentum * self.lo + (1 - self.momentum) * lo)
         self.hi.copy_(hi if first else self.momentum * self.hi + (1 - self.momentum) * hi)
-        if first and self.step is not None:  # LSQ's initial step 2·mean|x| / sqrt(Q_P)
-            self.step.data.copy_((2 * x.detach().abs().mean() / self.grid.qmax**0.5).clamp_min(1e-8))
+        if first and self.step is not None:
+            self.step.data.copy_(lsq_init_step(x, self.grid.qmax).reshape(1))
         self.seen += 1
 
     def qparams(self) -> tuple[Tensor, Tensor]:
