@@ -138,7 +138,7 @@ def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calib-samples", type=int, default=16)
-    parser.add_argument("--eval-windows", type=int, default=24)
+    parser.add_argument("--eval-windows", type=int, default=16)
     args = parser.parse_args()
     meta = {"calib_samples": args.calib_samples, "eval_windows": args.eval_windows, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
