@@ -45,7 +45,7 @@ def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]
     """(grid, method, config, calibration windows), most important first (results are written after every
     row): GPTQ g128 right after fp32 so its memory peak is measured early, then the comparisons at each
     grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then extras."""
-    gptq = GPTQConfig(bits=4, group_size=128)
+    gptq = GPTQConfig(bits=4, group_size=128, act_order=False)
     rows: list[tuple[str, str, BaseConfig | None, int]] = [
         ("fp32", "fp32", None, 0),
         ("int4 g128", "gptq", gptq, calib_samples),
@@ -54,11 +54,11 @@ def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]
         ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True), calib_samples),
         ("int8 channel", "rtn", rtn(8, None), 0),
         ("int4 g64", "rtn", rtn(4, 64), 0),
-        ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64), calib_samples),
+        ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64, act_order=False), calib_samples),
         ("int3 g128", "rtn", rtn(3, 128), 0),
-        ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128), calib_samples),
+        ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128, act_order=False), calib_samples),
         ("int4 g32", "rtn", rtn(4, 32), 0),
-        ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32), calib_samples),
+        ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32, act_order=False), calib_samples),
         ("int4 g128", "gptq (128 calib windows)", gptq, 128),
         ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
     ]
