@@ -23,7 +23,11 @@ from slimkit.prune.structured.method import StructuredPruneConfig
 from slimkit.prune.wanda import WandaConfig
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
+from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.qat import QATConfig
 from slimkit.quantize.rtn import RTNConfig
+from slimkit.quantize.smoothquant import SmoothQuantConfig
+from slimkit.quantize.static import StaticQuantConfig
 from slimkit.recipe import Recipe, load_recipe
 
 load = load_model
@@ -33,5 +37,6 @@ __all__ = [
     "apply", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save", "load", "load_dir",
     "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
     "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
-    "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig",
+    "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig", "PackConfig", "QATConfig",
+    "SmoothQuantConfig", "StaticQuantConfig",
 ]
