@@ -4,14 +4,11 @@ these tests are ~10x slower with two contending threads than with one."""
 from collections.abc import Iterator
 
 import pytest
-import torch
+
+from slimkit.quantize.gptq_math import one_thread
 
 
 @pytest.fixture
 def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
