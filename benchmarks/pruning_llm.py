@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import resumed_rows, run_metadata
 from torch import nn
 
 import slimkit
@@ -119,10 +120,8 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
     args = parser.parse_args()
-    saved = RESULTS / "pruning_llm.json"
-    done = json.loads(saved.read_text())["rows"] if args.resume and saved.exists() else []
-    meta = {"calib_samples": args.calib_samples, "eval_windows": args.eval_windows, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    done = resumed_rows(RESULTS / "pruning_llm.json", args.resume)
+    meta = run_metadata(calib_samples=args.calib_samples, eval_windows=args.eval_windows)
     rows = run(args.calib_samples, args.eval_windows, meta, done)
     print(markdown(rows, meta))
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from _common import resumed_rows, run_metadata
 
 import slimkit
 from slimkit.config import BaseConfig
@@ -164,10 +164,8 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
     args = parser.parse_args()
-    saved = RESULTS / "quantization.json"
-    done = json.loads(saved.read_text())["rows"] if args.resume and saved.exists() else []
-    meta = {"calib_samples": args.calib_samples, "eval_windows": args.eval_windows, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    done = resumed_rows(RESULTS / "quantization.json", args.resume)
+    meta = run_metadata(calib_samples=args.calib_samples, eval_windows=args.eval_windows)
     rows = run(args.calib_samples, args.eval_windows, meta, done)
     print(markdown(rows, meta))
 
