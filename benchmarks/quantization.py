@@ -43,23 +43,26 @@ def rtn(bits: int, group: int | None) -> RTNConfig:
 
 def variants(calib_samples: int) -> list[tuple[str, str, BaseConfig | None, int]]:
     """(grid, method, config, calibration windows), most important first (results are written after every
-    row): GPTQ g128 right after fp32 so its memory peak is measured early, then the comparisons at each
-    grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then extras."""
-    gptq = GPTQConfig(bits=4, group_size=128, act_order=False)
+    row): GPTQ g128 (act_order, the default) right after fp32 so its memory peak is measured early, then the
+    comparisons at each grid, GPTQ g128 again with 128 calibration windows for the time/memory targets, then
+    extras."""
+    def gptq(bits: int, group: int, act_order: bool = True) -> GPTQConfig:
+        return GPTQConfig(bits=bits, group_size=group, act_order=act_order)
+
     rows: list[tuple[str, str, BaseConfig | None, int]] = [
         ("fp32", "fp32", None, 0),
-        ("int4 g128", "gptq", gptq, calib_samples),
+        ("int4 g128", "gptq", gptq(4, 128), calib_samples),
         ("int4 g128", "rtn", rtn(4, 128), 0),
         ("int4 g128", "awq", AWQConfig(bits=4, group_size=128), calib_samples),
-        ("int4 g128", "gptq act_order", GPTQConfig(bits=4, group_size=128, act_order=True), calib_samples),
+        ("int4 g128", "gptq without act_order", gptq(4, 128, act_order=False), calib_samples),
         ("int8 channel", "rtn", rtn(8, None), 0),
         ("int4 g64", "rtn", rtn(4, 64), 0),
-        ("int4 g64", "gptq", GPTQConfig(bits=4, group_size=64, act_order=False), calib_samples),
+        ("int4 g64", "gptq", gptq(4, 64), calib_samples),
         ("int3 g128", "rtn", rtn(3, 128), 0),
-        ("int3 g128", "gptq", GPTQConfig(bits=3, group_size=128, act_order=False), calib_samples),
+        ("int3 g128", "gptq", gptq(3, 128), calib_samples),
         ("int4 g32", "rtn", rtn(4, 32), 0),
-        ("int4 g32", "gptq", GPTQConfig(bits=4, group_size=32, act_order=False), calib_samples),
-        ("int4 g128", "gptq (128 calib windows)", gptq, 128),
+        ("int4 g32", "gptq", gptq(4, 32), calib_samples),
+        ("int4 g128", "gptq (128 calib windows)", gptq(4, 128), 128),
         ("int4 g128", "awq no clip", AWQConfig(bits=4, group_size=128, clip_search=False), calib_samples),
     ]
     return rows
@@ -147,14 +150,47 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {r['grid']} | {r['method']} | {r['calib_windows']} | {r['perplexity']:.2f} | "
                      f"{'' if closed is None else f'{closed:.2f}'} | {r['seconds']} | {r['rss_before_gb']} | "
                      f"{r['peak_rss_gb']} |")
+    lines += ["", "## Targets", ""] + [f"- {v}" for v in verdicts(rows)]
     lines += ["", f"torch {meta['torch']}, {meta['threads']} threads, run at {meta['date']}."]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per issue target that the rows so far can judge: the number, the target, met or MISSED."""
+    def row(grid: str, method: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["grid"] == grid and r["method"] == method), None)
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    out, fp32 = [], row("fp32", "fp32")
+    int8, rtn128 = row("int8 channel", "rtn"), row("int4 g128", "rtn")
+    if fp32 and int8:
+        rise = int8["perplexity"] / fp32["perplexity"] - 1
+        out.append(f"int8 per-channel perplexity {rise:+.2%} vs fp32 (target ≤ +0.5%): {mark(rise <= 0.005)}")
+    for method in ("gptq", "gptq (128 calib windows)"):
+        r = row("int4 g128", method)
+        if r and "gap_closed_vs_rtn" in r:
+            closed = r["gap_closed_vs_rtn"]
+            out.append(f"GPTQ int4 g128 ({r['calib_windows']} windows) closes {closed:.0%} of RTN's gap "
+                       f"(target ≥ 67%): {mark(closed >= 2 / 3)}")
+    awq = row("int4 g128", "awq")
+    if awq and rtn128:
+        out.append(f"AWQ int4 g128 {awq['perplexity']:.2f} vs RTN {rtn128['perplexity']:.2f} (target: lower): "
+                   f"{mark(awq['perplexity'] < rtn128['perplexity'])}")
+    big = row("int4 g128", "gptq (128 calib windows)")
+    if big:
+        out.append(f"GPTQ with 128 × {SEQ_LEN} calibration tokens: {big['seconds']:.0f} s (target < 600 s): "
+                   f"{mark(big['seconds'] < 600)}; peak RSS {big['peak_rss_gb']} GB (target < 2.5 GB): "
+                   f"{mark(big['peak_rss_gb'] < 2.5)}")
+    return out
 
 
 def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     gap_closed(rows)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantization.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    payload = {"meta": meta, "rows": rows, "targets": verdicts(rows)}
+    (RESULTS / "quantization.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / "quantization.md").write_text(markdown(rows, meta))
 
 
