@@ -4,11 +4,12 @@ Public surface::
 
     report = slimkit.apply(model, slimkit.RTNConfig(bits=8))          # one-shot method
     ctl = slimkit.prepare(model, config); ctl.step(p); ctl.finalize()  # training-time method
+    slimkit.apply_with_training(model, [config], train)                # ... around a train(model, on_step)
     slimkit.save(bundle, "out/"); bundle = slimkit.load("out/")
 """
 
 import slimkit.builtin_methods  # noqa: F401 - registers the built-in methods
-from slimkit.api import Controller, apply, prepare
+from slimkit.api import Controller, apply, apply_with_training, prepare
 from slimkit.config import BaseConfig, Targets
 from slimkit.export.slimkit_format import load_slimkit_dir as load_dir
 from slimkit.export.slimkit_format import save
@@ -34,8 +35,8 @@ load = load_model
 
 __version__ = "0.1.0"
 __all__ = [
-    "apply", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save", "load", "load_dir",
-    "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
+    "apply", "apply_with_training", "prepare", "Controller", "StepReport", "BaseConfig", "Targets", "save",
+    "load", "load_dir", "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
     "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
     "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig", "PackConfig", "QATConfig",
     "SmoothQuantConfig", "StaticQuantConfig",

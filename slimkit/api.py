@@ -9,6 +9,7 @@ need data receive a ``forward_loop(model)`` callable that pushes calibration bat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
@@ -73,3 +74,40 @@ def apply(model: nn.Module, config: BaseConfig, forward_loop: ForwardLoop | None
         ctl.calibrate(forward_loop)
     ctl.step(1.0)
     return ctl.finalize()
+
+
+def apply_with_training(model: nn.Module, configs: Sequence[BaseConfig],
+                        train: Callable[[nn.Module, Callable[[float], None]], list[float]],
+                        forward_loop: ForwardLoop | None = None) -> list[StepReport]:
+    """Apply training-time methods (QAT, gradual pruning) around ONE training run, then finalize each.
+
+    Every config is prepared (and calibrated when it needs data) first; ``train(model, on_step)``
+    trains ``model`` in place, calls ``on_step(progress)`` after every optimizer step (which advances
+    every method's schedule) and returns its losses. If it stops early (a time budget), schedules are
+    moved to their end before ``finalize`` so each method's final state (e.g. final sparsity) is reached.
+    """
+    controllers = []
+    for config in configs:
+        ctl = prepare(model, config)
+        if config.needs_calibration and forward_loop is not None:
+            ctl.calibrate(forward_loop)
+        controllers.append(ctl)
+    reached = 0.0
+
+    def on_step(progress: float) -> None:
+        nonlocal reached
+        reached = progress
+        for ctl in controllers:
+            ctl.step(progress)
+
+    losses = train(model, on_step)
+    training = {"train_steps": len(losses), "train_progress_reached": round(reached, 4),
+                "train_loss_first": round(losses[0], 4) if losses else None,
+                "train_loss_last": round(losses[-1], 4) if losses else None}
+    reports = []
+    for ctl in controllers:
+        ctl.step(1.0)
+        report = ctl.finalize()
+        report.stats = {**report.stats, **training}
+        reports.append(report)
+    return reports

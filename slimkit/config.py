@@ -51,6 +51,9 @@ class BaseConfig(FrozenModel):
 
     #: Whether the method needs calibration data (a ``forward_loop``) to run.
     needs_calibration: ClassVar[bool] = False
+    #: Whether the method only makes sense inside a training loop (QAT, gradual pruning): a recipe with
+    #: such a step needs a ``train:`` section.
+    needs_training: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready dict of the config, as recorded in ``slimkit.json``."""

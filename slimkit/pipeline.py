@@ -11,13 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from slimkit.api import apply
+from slimkit.api import apply, apply_with_training
 from slimkit.atomic import atomic_directory, directory_bytes
+from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.spec import parse_data_spec
 from slimkit.eval.evaluate import Evaluation
 from slimkit.export.slimkit_format import saved_size, write_into
-from slimkit.method import ForwardLoop
+from slimkit.method import ForwardLoop, StepReport
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
 from slimkit.progress import console, status
@@ -26,6 +27,7 @@ from slimkit.quantize.record import quant_records
 from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
+from slimkit.train.recipe_training import build_trainer
 
 
 def _default_data(bundle: ModelBundle) -> str:
@@ -57,15 +59,22 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     evaluation = Evaluation(bundle, eval_cfg)
     console.print(f"measuring the original {bundle.kind} model")
     before = evaluation.measure(bundle, saved_size(bundle))
-    loop = _calibration(bundle, recipe, calib or eval_cfg.data or _default_data(bundle), calib_samples,
-                        eval_cfg.seq_len)
-    steps = []
-    for step in recipe.steps:
-        with status(f"applying {step.method}"):
-            result = apply(bundle.model, step, loop if step.needs_calibration else None)
-        console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
-        bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
-        steps.append(result)
+    data = calib or eval_cfg.data or _default_data(bundle)
+    loop = _calibration(bundle, recipe, data, calib_samples, eval_cfg.seq_len)
+    trainer = build_trainer(bundle, recipe.train, data, eval_cfg.seq_len) if recipe.train else None
+    steps: list[StepReport] = []
+    for group in _training_groups(recipe.steps):
+        if group[0].needs_training:
+            assert trainer is not None  # the recipe validator demands a train section
+            console.print(f"training with {', '.join(s.method for s in group)}")
+            results = apply_with_training(bundle.model, group, trainer, loop)
+        else:
+            with status(f"applying {group[0].method}"):
+                results = [apply(bundle.model, group[0], loop if group[0].needs_calibration else None)]
+        for result in results:
+            console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
+            bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
+            steps.append(result)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         with status(f"saving to {out}"):
             write_into(bundle, tmp)
@@ -78,6 +87,19 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         (tmp / "report.md").write_text(report.to_markdown() + "\n![before and after](report.png)\n")
         plot_before_after(report, tmp / "report.png")
     return report
+
+
+def _training_groups(steps: tuple[BaseConfig, ...]) -> list[list[BaseConfig]]:
+    """Steps in order, with consecutive training steps of the same method merged: they share one training
+    run (e.g. gradual pruning with different targets), as they would in a user's own loop."""
+    groups: list[list[BaseConfig]] = []
+    for step in steps:
+        last = groups[-1][0] if groups else None
+        if step.needs_training and last is not None and last.needs_training and last.method == step.method:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
 
 
 def _notes(bundle: ModelBundle) -> list[str]:

@@ -1,5 +1,5 @@
 """YAML recipes: ``version``, a list of ``steps`` (each a registered method and its config fields),
-and optional ``eval`` and ``export`` sections.
+and optional ``eval``, ``train`` and ``export`` sections.
 
 Every error names the file, the step and the key, so a user can fix a recipe without reading code.
 """
@@ -14,7 +14,8 @@ from pydantic import Field, ValidationError
 
 from slimkit.config import BaseConfig, FrozenModel
 from slimkit.eval.evaluate import EvalConfig
-from slimkit.method import config_class, registered_names
+from slimkit.method import config_class, method_name, registered_configs, registered_names
+from slimkit.train.recipe_training import TrainSection
 
 RECIPE_VERSION = 1
 
@@ -35,11 +36,15 @@ class Recipe(FrozenModel):
     version: int = RECIPE_VERSION
     steps: tuple[BaseConfig, ...] = Field(min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    train: TrainSection | None = None
     export: ExportConfig = Field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "steps": [s.describe() for s in self.steps],
-                "eval": self.eval.model_dump(mode="json"), "export": self.export.model_dump(mode="json")}
+        out = {"version": self.version, "steps": [s.describe() for s in self.steps],
+               "eval": self.eval.model_dump(mode="json"), "export": self.export.model_dump(mode="json")}
+        if self.train is not None:
+            out["train"] = self.train.model_dump(mode="json", exclude_none=True)
+        return out
 
 
 def _where(err: ValidationError) -> str:
@@ -69,10 +74,10 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
     """Validate a recipe given as plain data (e.g. parsed YAML)."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping with 'version' and 'steps'")
-    unknown = set(data) - {"version", "steps", "eval", "export"}
+    unknown = set(data) - {"version", "steps", "eval", "train", "export"}
     if unknown:
         raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: version, steps, "
-                          "eval, export")
+                          "eval, train, export")
     if data.get("version", RECIPE_VERSION) != RECIPE_VERSION:
         raise RecipeError(f"{source}: recipe version {data.get('version')!r} is not supported (expected "
                           f"{RECIPE_VERSION})")
@@ -81,12 +86,27 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: 'steps' must be a non-empty list")
     parsed = tuple(_parse_step(s, i, source) for i, s in enumerate(steps))
     sections: dict[str, Any] = {}
-    for key, cls in (("eval", EvalConfig), ("export", ExportConfig)):
+    for key, cls in (("eval", EvalConfig), ("export", ExportConfig), ("train", TrainSection)):
+        if key == "train" and data.get(key) is None:
+            continue
         try:
             sections[key] = cls.model_validate(data.get(key) or {})
         except ValidationError as err:
             raise RecipeError(f"{source}: section '{key}': {_where(err)}") from None
+    _check_training(parsed, "train" in sections, source)
     return Recipe(version=RECIPE_VERSION, steps=parsed, **sections)
+
+
+def _check_training(steps: tuple[BaseConfig, ...], has_train: bool, source: str) -> None:
+    """Training methods need a ``train`` section, and a ``train`` section needs a method that trains."""
+    training = [f"steps[{i}] ({method_name(type(s))})" for i, s in enumerate(steps) if s.needs_training]
+    if training and not has_train:
+        raise RecipeError(f"{source}: {', '.join(training)} train(s) the model while compressing; add a 'train:' "
+                          "section (e.g. train: {epochs: 3}) saying what to train on and for how long")
+    if has_train and not training:
+        trainers = ", ".join(method_name(c) for c in registered_configs() if c.needs_training)
+        raise RecipeError(f"{source}: section 'train' is given but no step trains (methods that do: {trainers})")
+
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -90,6 +90,8 @@ class GradualPruneConfig(BaseConfig):
     total_steps: int | None = Field(None, ge=1)
     scope: Literal["layer", "global"] = "layer"
 
+    needs_training = True
+
     @model_validator(mode="after")
     def _consistent(self) -> GradualPruneConfig:
         if self.initial_sparsity > self.final_sparsity:

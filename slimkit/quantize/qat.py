@@ -64,6 +64,8 @@ class QATConfig(WeightGridFields):
     activation_momentum: float = Field(0.9, ge=0.0, lt=1.0)
     freeze_at: float = Field(1.0, ge=0.0, le=1.0)
 
+    needs_training = True
+
     @model_validator(mode="after")
     def _lsq_needs_symmetric_int(self) -> QATConfig:
         if self.learnable_scales and (self.scheme != "int" or not self.symmetric):

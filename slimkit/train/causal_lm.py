@@ -8,13 +8,17 @@ a linear warm-down of the learning rate and an optional wall-clock budget, so a 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from slimkit.progress import progress_bar
+
 
 def finetune_causal_lm(model: nn.Module, windows: Tensor, steps: int, lr: float = 5e-5, batch_size: int = 1,
-                       max_seconds: float | None = None) -> list[float]:
+                       max_seconds: float | None = None,
+                       on_step: Callable[[float], None] | None = None) -> list[float]:
     """Fine-tune ``model`` in place on ``windows`` (n, T), cycling through them; returns the step losses.
 
     Args:
@@ -24,22 +28,27 @@ def finetune_causal_lm(model: nn.Module, windows: Tensor, steps: int, lr: float 
         lr: peak AdamW learning rate, decayed linearly to zero over ``steps``.
         batch_size: windows per step.
         max_seconds: stop early once this much wall-clock time has passed.
+        on_step: called with training progress in (0, 1] after each optimizer step (a controller's ``step``).
     """
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(steps, 1)))
     batches = windows.split(batch_size)
     start, losses = time.perf_counter(), []
     model.train()
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            break
+    with progress_bar("fine-tuning", steps) as advance:
+        for step in range(steps):
+            batch = batches[step % len(batches)]
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            advance(1)
+            if on_step is not None:
+                on_step((step + 1) / steps)
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
     model.eval()
     model.zero_grad(set_to_none=True)
     return losses

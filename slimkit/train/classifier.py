@@ -9,6 +9,7 @@ group lasso) to every batch's loss.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,16 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.progress import progress_bar
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Epochs, batch size, learning rate (cosine-decayed to zero) and the seed of the batch order."""
+    """Epochs, batch size, learning rate (cosine-decayed to zero), the seed of the batch order, and an
+    optional wall-clock budget after which training stops early."""
 
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    max_seconds: float | None = None
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -51,21 +56,27 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
     total = config.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total)))
     model.train()
-    losses, step = [], 0
-    for _ in range(config.epochs):
-        epoch_loss = 0.0
-        for idx in _batches(len(y), config.batch_size, generator):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            epoch_loss += float(loss.detach()) * len(idx)
-            if on_step is not None:
-                on_step(step / total)
-        losses.append(epoch_loss / len(y))
+    losses, step, start = [], 0, time.perf_counter()
+    with progress_bar("training", total) as advance:
+        for _ in range(config.epochs):
+            epoch_loss, seen = 0.0, 0
+            for idx in _batches(len(y), config.batch_size, generator):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                advance(1)
+                epoch_loss, seen = epoch_loss + float(loss.detach()) * len(idx), seen + len(idx)
+                if on_step is not None:
+                    on_step(step / total)
+                if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                    break
+            losses.append(epoch_loss / seen)
+            if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                break
     model.eval()
     return losses

@@ -57,6 +57,22 @@ def test_dynamic_int8_is_close_to_float():
     assert y.dtype == torch.float32 and sqnr > 30  # 8-bit activations: ~40 dB
 
 
+def test_dynamic_int8_scales_each_token_so_a_loud_token_does_not_flatten_the_others():
+    torch.manual_seed(0)
+    w = torch.randint(-127, 128, (64, 128), dtype=torch.int8)
+    scales = torch.full((64,), 0.01)
+    packed = kernels.prepack_dynamic_int8(w, scales)
+    x = torch.randn(6, 128)
+    x[0] *= 1000.0  # an attention-sink-like token
+    y = kernels.dynamic_int8_mm(x, packed)
+    ref = x.double() @ (w.double() * scales.double()[:, None]).t()
+    for row in range(6):  # every row keeps 8-bit precision of its own range (per tensor, rows 1..5 would be ~0)
+        rel = (y[row].double() - ref[row]).norm() / ref[row].norm()
+        assert rel < 0.02
+    alone = torch.cat([kernels.dynamic_int8_mm(x[i:i + 1], packed) for i in range(6)])  # M = 1: per token anyway
+    assert ((y - alone).norm(dim=1) / alone.norm(dim=1)).max() < 0.02
+
+
 def test_int8_weight_kernel_refuses_widths_that_would_crash_it():
     assert kernels.int8_weight_kernel_fits(576) and not kernels.int8_weight_kernel_fits(72)
     with pytest.raises(ValueError, match="in_features % 16"):

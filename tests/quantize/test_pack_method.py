@@ -83,6 +83,19 @@ def test_int8_dynamic_packs_unquantized_linears_too():
     assert rel < 0.03
 
 
+def test_int8_dynamic_lm_head_unties_it_and_round_trips(tmp_path):
+    model, ids = tiny_llama(), token_batches(n=2)
+    everything = slimkit.Targets(module_types=("Linear",), exclude=())
+    stats = slimkit.apply(model, PackConfig(kernel="int8-dynamic", targets=everything)).stats
+    assert stats["packed"] == {"int8-dynamic": 15}
+    assert isinstance(model.lm_head, PackedLinear) and isinstance(model.model.embed_tokens.weight, nn.Parameter)
+    expected = logits(model, ids)
+    save(ModelBundle(model, "causal-lm", "tiny-llama"), tmp_path / "out")
+    loaded = load_slimkit_dir(tmp_path / "out").model
+    assert isinstance(loaded.lm_head, PackedLinear)  # the tie in the config does not bring the float head back
+    assert torch.equal(logits(loaded, ids), expected)
+
+
 def test_pack_leaves_unrecorded_layers_float():
     model = tiny_llama()
     slimkit.apply(model, slimkit.RTNConfig(bits=4, granularity="group", group_size=32,
