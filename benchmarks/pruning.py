@@ -64,7 +64,8 @@ def _lenet_row(label: str, model: nn.Module, data: Data, dense_acc: float, dense
 def _finetuned(dense: nn.Module, data: Data, epochs: int, config: Any | None) -> nn.Module:
     model = copy.deepcopy(dense)
     ctl = slimkit.prepare(model, config) if config is not None else None
-    train_classifier(model, data[0], data[1], TrainConfig(epochs=epochs, lr=3e-4, seed=1),
+    # lr 1e-3 (cosine to 0): at 3e-4 the survivors of 90% pruning recovered 1.5 points less in 10 epochs.
+    train_classifier(model, data[0], data[1], TrainConfig(epochs=epochs, lr=1e-3, seed=1),
                      on_step=ctl.step if ctl is not None else None)
     if ctl is not None:
         ctl.finalize()
@@ -83,9 +84,9 @@ def lenet_rows(data: Data, epochs: int, ft_epochs: int) -> list[dict[str, Any]]:
     rows.append(_lenet_row("magnitude 90% global, one-shot, no fine-tuning", oneshot, data, dense_acc, dense_bytes))
     variants: list[tuple[str, Any]] = [
         (f"dense, {ft_epochs} more epochs (control)", None),
-        (f"gradual 90% layer-wise + {ft_epochs} ep", GradualPruneConfig(final_sparsity=0.9, end=0.6, frequency=0.05)),
+        (f"gradual 90% layer-wise + {ft_epochs} ep", GradualPruneConfig(final_sparsity=0.9, end=0.5, frequency=0.05)),
         (f"gradual 90% global + {ft_epochs} ep",
-         GradualPruneConfig(final_sparsity=0.9, end=0.6, frequency=0.05, scope="global")),
+         GradualPruneConfig(final_sparsity=0.9, end=0.5, frequency=0.05, scope="global")),
         (f"2:4 magnitude + {ft_epochs} ep", NMPruneConfig(n=2, m=4)),
     ]
     for label, config in variants:
@@ -130,7 +131,7 @@ def cnn_rows(data: Data, widths: list[int], epochs: int) -> list[dict[str, Any]]
 
 # ---------------------------------------------------------------- SmolLM2-135M: FFN channel removal
 def _llm_row(label: str, model: nn.Module, eval_windows: Tensor, prompt: Tensor) -> dict[str, Any]:
-    timing = measure_generation(model, prompt, new_tokens=128, warmup=1, repeats=2)
+    timing = measure_generation(model, prompt, new_tokens=128, warmup=1, repeats=4)
     return {"variant": label, "perplexity": round(perplexity(model, eval_windows, batch_size=4), 3),
             "params": count_params(model), "intermediate_size": model.config.intermediate_size,
             "prefill_tokens_per_s": round(timing.prefill_tokens_per_s, 1),
@@ -207,11 +208,32 @@ def markdown(results: dict[str, Any]) -> str:
                 f"Perplexity on {meta['args']['eval_windows']} pydoc eval windows (512 tokens); importance from "
                 f"{meta['args']['importance_windows']} calib windows; recovery "
                 "fine-tuning on other calib windows. Prefill 512 tokens, greedy decode 128 tokens, batch 1 "
-                "(best of 2). Target: decode ≥ 1.2× faster.", ""]
+                "(best of 4). Target: decode ≥ 1.2× faster.", ""]
         out += _table(results["llm"], ["variant", "perplexity", "params", "intermediate_size",
                                        "prefill_tokens_per_s", "prefill_speedup", "decode_tokens_per_s",
                                        "decode_speedup"]) + [""]
+    out += ["## Targets", ""] + [f"- {v}" for v in verdicts(results)] + [""]
     return "\n".join(out)
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """One line per issue target the sections run so far can judge: the number, the target, met or MISSED."""
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    out = []
+    for r in results.get("lenet", []):
+        if r["variant"].startswith("gradual 90% global"):
+            out.append(f"LeNet {r['variant']}: {r['delta_points']:+.2f} points (target ≥ −0.5): "
+                       f"{mark(r['delta_points'] >= -0.5)}; artifact {r['bytes_vs_dense']:.1%} of dense "
+                       f"(target ≤ 20%): {mark(r['bytes_vs_dense'] <= 0.2)}")
+    for r in results.get("cnn", [])[1:]:
+        out.append(f"CNN {r['variant']}: {r['speedup_b64']}× at batch 64 (target ≥ 1.6×): "
+                   f"{mark(r['speedup_b64'] >= 1.6)}, {r['delta_points']:+.2f} points")
+    for r in results.get("llm", [])[1:]:
+        out.append(f"SmolLM2 {r['variant']}: decode {r['decode_speedup']}× (target ≥ 1.2×): "
+                   f"{mark(r['decode_speedup'] >= 1.2)}, perplexity {r['perplexity']}")
+    return out
 
 
 def main() -> None:
@@ -247,7 +269,7 @@ def main() -> None:
 
 def write(results: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pruning.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "pruning.json").write_text(json.dumps({**results, "targets": verdicts(results)}, indent=2) + "\n")
     (RESULTS / "pruning.md").write_text(markdown(results))
 
 
