@@ -60,3 +60,17 @@ def test_minilm_int8_keeps_embeddings_and_round_trips(tmp_path):
     loaded = load_slimkit_dir(tmp_path / "minilm")
     assert loaded.kind == "sentence-transformer"
     assert torch.equal(loaded.model.encode(texts, convert_to_tensor=True), quantized)
+
+
+def test_smollm2_qat_recipe_trains_on_text_and_stays_close(tmp_path):
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - {method: quant.qat, bits: 8, targets: {include: ['*.mlp.*']}}\n"
+                      "train: {samples: 4, batch_size: 2, lr: 1.0e-5}\n"
+                      "eval: {windows: 2, seq_len: 128, latency: {enabled: false}}\n")
+    out = tmp_path / "qat"
+    run_cli("compress", "smollm2-135m", "--recipe", str(recipe), "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    stats = report["steps"][0]["stats"]
+    assert stats["train_steps"] == 2 and stats["train_progress_reached"] == 1.0 and stats["layers"] == 90
+    assert report["after"]["value"] == pytest.approx(report["before"]["value"], rel=0.05)
+    assert report["after"]["size_bytes"] < report["before"]["size_bytes"]
