@@ -1,7 +1,8 @@
 """Loading Hugging Face models: model directories, GGUF files and sentence-transformers.
 
 Everything here is offline: ``local_files_only=True`` is always passed, so a hub id fails fast with
-our own message instead of a network timeout.
+our own message instead of a network timeout. The loaders first register slimkit's own architectures
+(:func:`register_slim_bert`), so directories holding them load without ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ def _auto_class(kind: ModelKind) -> Any:
     }[kind]
 
 
+def register_slim_bert() -> None:
+    """Register ``slimkit_bert`` (BERT with pruned heads / per-layer widths) with transformers' Auto classes.
+
+    Done on first use rather than at ``import slimkit``, which would otherwise pay transformers' import
+    time (seconds) even for commands that never touch a Hugging Face model. Idempotent.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    from slimkit.models.slim_bert import SlimBertConfig, SlimBertForSequenceClassification, SlimBertModel
+
+    AutoConfig.register(SlimBertConfig.model_type, SlimBertConfig, exist_ok=True)
+    AutoModel.register(SlimBertConfig, SlimBertModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(SlimBertConfig, SlimBertForSequenceClassification, exist_ok=True)
+
+
 def hf_kind(config: Any) -> ModelKind:
     """Decide the model kind from a transformers config's ``architectures`` list."""
     archs = getattr(config, "architectures", None) or []
@@ -40,6 +56,7 @@ def load_hf_directory(path: Path, source: str) -> ModelBundle:
     """Load a transformers model directory (``config.json`` + weights) in float32."""
     from transformers import AutoConfig
 
+    register_slim_bert()
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     kind = hf_kind(config)
     model = _auto_class(kind).from_pretrained(path, local_files_only=True, dtype="float32")
@@ -73,6 +90,7 @@ def load_sentence_transformer(path: Path, source: str) -> ModelBundle:
     """Load a sentence-transformers directory (``modules.json``) on the CPU."""
     from sentence_transformers import SentenceTransformer
 
+    register_slim_bert()
     model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     return ModelBundle(model.eval(), "sentence-transformer", source, model.tokenizer)
 
@@ -97,6 +115,7 @@ def rebuild_hf(path: Path, kind: ModelKind) -> tuple[nn.Module, Any]:
     """Build an HF model of the saved config with fresh weights, plus its tokenizer."""
     from transformers import AutoConfig
 
+    register_slim_bert()
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = _auto_class(kind).from_config(config, dtype="float32")
     return model.eval(), _tokenizer_if_present(path)
@@ -115,6 +134,7 @@ def rebuild_sentence_transformer(path: Path) -> nn.Module:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig, AutoModel
 
+    register_slim_bert()
     modules = json.loads((path / "modules.json").read_text())
     with tempfile.TemporaryDirectory(prefix="slimkit-st-") as tmp:
         work = Path(tmp) / "model"

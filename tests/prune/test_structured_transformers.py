@@ -110,13 +110,14 @@ def test_pruned_llama_reloads_with_from_pretrained(tmp_path) -> None:  # type: i
 def test_bert_with_heads_removed_reloads_through_slimkit(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bundle = ModelBundle(tiny_bert(), "encoder", "tiny-bert")
     report = slimkit.apply(bundle.model, StructuredPruneConfig(structure="heads", fraction=0.5))
-    assert report.stats["config_updated"] is False  # BERT derives head size from the head count
+    assert report.stats["config_updated"] is True  # the model became slimkit_bert, which keeps the head size
     slimkit.apply(bundle.model, StructuredPruneConfig(structure="ffn", fraction=0.5))
     ids = token_batches(n=2, seq_len=10)
     expected = _outputs(bundle.model, ids)
     loaded = slimkit.load_dir(slimkit.save(bundle, tmp_path / "out"))
     torch.testing.assert_close(_outputs(loaded.model, ids), expected)
-    assert loaded.model.config.intermediate_size == 48
+    assert loaded.model.config.intermediate_size == 48 and loaded.model.config.num_attention_heads == 2
+    assert type(loaded.model).__name__ == "SlimBertModel"
 
 
 def test_uneven_ffn_widths_reload_through_slimkit(tmp_path) -> None:  # type: ignore[no-untyped-def]

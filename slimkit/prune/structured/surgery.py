@@ -3,7 +3,8 @@
 Modules keep their identity (hooks and references stay valid) but their parameters are replaced by
 smaller ones and their size attributes updated, so the result is an ordinary, smaller dense model.
 Optimizers built before the surgery hold the old tensors: build a new one afterwards. Hugging Face
-configs are updated when every block keeps the same count, so ``from_pretrained`` rebuilds the shapes.
+configs are updated so that ``from_pretrained`` rebuilds the shapes: Llama-style ones when every block
+keeps the same count, BERT always (it becomes ``slimkit_bert`` when heads or per-layer widths need it).
 """
 
 from __future__ import annotations
@@ -107,17 +108,29 @@ def _update_module_attributes(model: nn.Module, group: UnitGroup, kept: int) -> 
 
 
 def update_hf_config(model: nn.Module, structure: str, groups: list[UnitGroup], kept: list[int]) -> bool | None:
-    """Write the new sizes into ``model.config`` when the config can express them.
+    """Write the new sizes into ``model.config`` so that ``save_pretrained`` + ``from_pretrained`` rebuild them.
+
+    A BERT (``BertModel`` or ``BertForSequenceClassification``, alone or inside a sentence-transformers
+    model) is measured layer by layer: while every head survives and the FFN widths are equal it stays a
+    plain BERT with a new ``intermediate_size``; otherwise it becomes ``slimkit_bert``
+    (:mod:`slimkit.models.slim_bert`), whose config records the head size and the per-layer counts, and
+    which loads outside slimkit with ``trust_remote_code=True``. Llama-style configs are updated when every
+    group keeps the same count.
 
     Returns:
-        True if the config now describes the pruned shapes (``from_pretrained`` will work); False
-        when blocks differ or the architecture derives head size from the head count (BERT heads),
-        in which case only ``slimkit.load`` (which resizes modules to the saved shapes) rebuilds it;
+        True if the config now describes the pruned shapes; False when it cannot (Llama-style blocks
+        that differ, or BERT-style encoders other than BERT with heads removed or uneven widths), in
+        which case only ``slimkit.load`` (which resizes modules to the saved shapes) rebuilds the model;
         None for models without a Hugging Face config (plain torch modules).
     """
     config: Any = getattr(model, "config", None)
     if config is None:
         return None
+    from slimkit.models.slim_bert import find_bert
+
+    bert = find_bert(model)
+    if bert is not None:
+        return _update_bert_config(bert)
     if len(set(kept)) != 1:
         return False
     k, llama = kept[0], hasattr(config, "num_key_value_heads")
@@ -132,4 +145,18 @@ def update_hf_config(model: nn.Module, structure: str, groups: list[UnitGroup], 
         config.num_attention_heads = k
     else:
         return False
+    return True
+
+
+def _update_bert_config(bert: nn.Module) -> bool:
+    from slimkit.models.hf import register_slim_bert
+    from slimkit.models.slim_bert import SlimBertConfig, layer_sizes, to_slim_bert
+
+    config: Any = bert.config
+    _, heads, ffn = layer_sizes(bert)
+    if not isinstance(config, SlimBertConfig) and set(heads) == {config.num_attention_heads} and len(set(ffn)) == 1:
+        config.intermediate_size = ffn[0]  # still a plain BERT, which loads anywhere without remote code
+        return True
+    to_slim_bert(bert)
+    register_slim_bert()  # so that AutoModel.from_pretrained of a saved copy also works in this process
     return True
