@@ -25,7 +25,7 @@ import slimkit
 from slimkit.data.images import fashion_mnist
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
-from slimkit.eval.generation import measure_generation
+from slimkit.eval.generation import measure_generation_side_by_side
 from slimkit.eval.latency import time_workload
 from slimkit.eval.metrics import accuracy, count_params, perplexity, weight_sparsity
 from slimkit.export.slimkit_format import saved_size
@@ -130,23 +130,28 @@ def cnn_rows(data: Data, widths: list[int], epochs: int) -> list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------- SmolLM2-135M: FFN channel removal
-def _llm_row(label: str, model: nn.Module, eval_windows: Tensor, prompt: Tensor) -> dict[str, Any]:
-    timing = measure_generation(model, prompt, new_tokens=128, warmup=1, repeats=4)
+def _llm_row(label: str, model: nn.Module, eval_windows: Tensor) -> dict[str, Any]:
     return {"variant": label, "perplexity": round(perplexity(model, eval_windows, batch_size=4), 3),
-            "params": count_params(model), "intermediate_size": model.config.intermediate_size,
-            "prefill_tokens_per_s": round(timing.prefill_tokens_per_s, 1),
-            "decode_tokens_per_s": round(timing.decode_tokens_per_s, 2)}
+            "params": count_params(model), "intermediate_size": model.config.intermediate_size}
 
 
-def llm_rows(eval_count: int, importance_count: int, ft_seconds: float) -> list[dict[str, Any]]:
+def _add_speed(rows: list[dict[str, Any]], models: list[nn.Module], prompt: Tensor, rounds: int) -> None:
+    for row, t in zip(rows, measure_generation_side_by_side(models, prompt, 128, rounds), strict=True):
+        row["prefill_tokens_per_s"] = round(t.prefill_tokens_per_s, 1)
+        row["decode_tokens_per_s"] = round(t.decode_tokens_per_s, 2)
+    for r in rows:
+        r["decode_speedup"] = round(r["decode_tokens_per_s"] / rows[0]["decode_tokens_per_s"], 3)
+        r["prefill_speedup"] = round(r["prefill_tokens_per_s"] / rows[0]["prefill_tokens_per_s"], 3)
+
+
+def llm_rows(eval_count: int, importance_count: int, ft_seconds: float, rounds: int) -> list[dict[str, Any]]:
     bundle = slimkit.load_model("smollm2-135m")
     spec = parse_data_spec("pydoc")
     eval_windows = token_windows(bundle.tokenizer, documents(spec, "eval"), 512, eval_count)
     calib = token_windows(bundle.tokenizer, documents(spec, "calib"), 512, 120)
-    prompt = eval_windows[:1]
-    rows = [_llm_row("fp32 dense", bundle.model, eval_windows, prompt)]
+    rows = [_llm_row("fp32 dense", bundle.model, eval_windows)]
+    models = [bundle.model]
     print(rows[-1], flush=True)
-    best: tuple[float, nn.Module | None, str] = (float("inf"), None, "")
     for importance in ("activation", "taylor"):
         model = copy.deepcopy(bundle.model)
         windows = calib[:importance_count]
@@ -154,20 +159,18 @@ def llm_rows(eval_count: int, importance_count: int, ft_seconds: float) -> list[
         start = time.perf_counter()
         slimkit.apply(model, StructuredPruneConfig(structure="ffn", fraction=0.3, multiple_of=8,
                                                    importance=importance), loop)
-        rows.append(_llm_row(f"FFN −30% by {importance}", model, eval_windows, prompt))
+        rows.append(_llm_row(f"FFN −30% by {importance}", model, eval_windows))
         rows[-1]["prune_seconds"] = round(time.perf_counter() - start, 1)
+        models.append(model)
         print(rows[-1], flush=True)
-        if rows[-1]["perplexity"] < best[0]:
-            best = (rows[-1]["perplexity"], model, importance)
-    model, importance = best[1], best[2]
-    assert model is not None
+    best = min(range(1, len(rows)), key=lambda i: rows[i]["perplexity"])
+    model, importance = copy.deepcopy(models[best]), rows[best]["variant"].rsplit(" ", 1)[-1]
     losses = finetune_causal_lm(model, calib[importance_count:], steps=10_000, lr=5e-5, max_seconds=ft_seconds)
-    rows.append(_llm_row(f"FFN −30% by {importance} + {len(losses)}-step recovery", model, eval_windows, prompt))
+    rows.append(_llm_row(f"FFN −30% by {importance} + {len(losses)}-step recovery", model, eval_windows))
     rows[-1]["recovery_steps"] = len(losses)
+    models.append(model)
     print(rows[-1], flush=True)
-    for r in rows:
-        r["decode_speedup"] = round(r["decode_tokens_per_s"] / rows[0]["decode_tokens_per_s"], 3)
-        r["prefill_speedup"] = round(r["prefill_tokens_per_s"] / rows[0]["prefill_tokens_per_s"], 3)
+    _add_speed(rows, models, eval_windows[:1], rounds)
     return rows
 
 
@@ -189,7 +192,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
 
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
-    out = ["# Pruning suite benchmark", "", f"torch {meta['torch']}, {meta['threads']} threads, {meta['date']}.", ""]
+    runs = ", ".join(f"{k} {v}" for k, v in meta.get("dates", {}).items()) or meta["date"]
+    out = ["# Pruning suite benchmark", "",
+           f"torch {meta['torch']}, {meta['threads']} threads; sections run at: {runs}.", ""]
     if "lenet" in results:
         out += ["## LeNet-300-100 on Fashion-MNIST (unstructured)", "",
                 "Accuracy on the 10k test split; `delta` vs the dense model; bytes in the slimkit format "
@@ -208,7 +213,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"Perplexity on {meta['args']['eval_windows']} pydoc eval windows (512 tokens); importance from "
                 f"{meta['args']['importance_windows']} calib windows; recovery "
                 "fine-tuning on other calib windows. Prefill 512 tokens, greedy decode 128 tokens, batch 1 "
-                "(best of 4). Target: decode ≥ 1.2× faster.", ""]
+                f"(all models timed round-robin, best of {meta['args'].get('timing_rounds')} rounds). "
+                "Target: decode ≥ 1.2× faster.", ""]
         out += _table(results["llm"], ["variant", "perplexity", "params", "intermediate_size",
                                        "prefill_tokens_per_s", "prefill_speedup", "decode_tokens_per_s",
                                        "decode_speedup"]) + [""]
@@ -246,12 +252,18 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=24)
     parser.add_argument("--importance-windows", type=int, default=16)
     parser.add_argument("--recovery-seconds", type=float, default=150.0)
+    parser.add_argument("--timing-rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    results: dict[str, Any] = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                        "args": vars(args)}}
     sections = args.sections.split(",")
+    saved = RESULTS / "pruning.json"
+    # A run of some sections keeps the other sections of the last results file (each has its own date).
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
+    results.pop("targets", None)
+    dates = {**results.get("meta", {}).get("dates", {}),
+             **{s: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) for s in sections}}
+    results["meta"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "dates": dates,
+                       "date": dates[sections[-1]], "args": vars(args)}
     if "lenet" in sections or "cnn" in sections:
         x, y = fashion_mnist("train")
         data = (x, y, *fashion_mnist("test"))
@@ -262,7 +274,8 @@ def main() -> None:
         results["cnn"] = cnn_rows(data, [int(w) for w in args.cnn_widths.split(",")], args.cnn_epochs)
         write(results)
     if "llm" in sections:
-        results["llm"] = llm_rows(args.eval_windows, args.importance_windows, args.recovery_seconds)
+        results["llm"] = llm_rows(args.eval_windows, args.importance_windows, args.recovery_seconds,
+                                  args.timing_rounds)
         write(results)
     print(markdown(results))
 

@@ -31,7 +31,7 @@ import slimkit
 from slimkit.atomic import directory_bytes
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, sentences, token_windows
-from slimkit.eval.generation import measure_generation
+from slimkit.eval.generation import measure_generation_side_by_side
 from slimkit.eval.latency import time_workload
 from slimkit.eval.metrics import mean_cosine, perplexity
 from slimkit.export.slimkit_format import WEIGHTS_FILE, load_slimkit_dir, save
@@ -97,12 +97,13 @@ def save_and_reload(bundle: ModelBundle, probe: torch.Tensor, tmp: Path) -> dict
     return row
 
 
-def run_lm(windows: int, new_tokens: int, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def run_lm(windows: int, new_tokens: int, rounds: int, meta: dict[str, Any]) -> list[dict[str, Any]]:
     base = slimkit.load_model("smollm2-135m")
     docs = documents(parse_data_spec("pydoc"), "eval")
     ppl_windows = token_windows(base.tokenizer, docs, SEQ_LEN, windows)
     prompt = ppl_windows[:1]  # (1, 512)
     rows: list[dict[str, Any]] = []
+    models: list[nn.Module] = []
     for name, build in lm_variants():
         model = copy.deepcopy(base.model)
         start = time.perf_counter()
@@ -113,15 +114,17 @@ def run_lm(windows: int, new_tokens: int, meta: dict[str, Any]) -> list[dict[str
         with tempfile.TemporaryDirectory(prefix="quant-speed-") as tmp:
             row.update(save_and_reload(ModelBundle(model, "causal-lm", "smollm2-135m", base.tokenizer),
                                        prompt[:, :32], Path(tmp)))
-        timing = measure_generation(model, prompt, new_tokens, warmup=1, repeats=2)
-        row.update({k: round(v, 2) for k, v in timing.to_dict().items()})
         row["perplexity"] = round(perplexity(model, ppl_windows, batch_size=4), 3)
         rows.append(row)
+        models.append(model)
         print(row, flush=True)
-        del model
-        gc.collect()
-        add_ratios(rows)
-        write_results(rows, [], meta)
+    # All variants stay in memory (~4 GB) so that their speed is measured round-robin, under the same load.
+    for row, timing in zip(rows, measure_generation_side_by_side(models, prompt, new_tokens, rounds), strict=True):
+        row.update({k: round(v, 2) for k, v in timing.to_dict().items()})
+    add_ratios(rows)
+    write_results(rows, [], meta)
+    del models
+    gc.collect()
     return rows
 
 
@@ -191,7 +194,8 @@ def verdicts(lm: list[dict[str, Any]], st: list[dict[str, Any]]) -> list[str]:
 def markdown(lm: list[dict[str, Any]], st: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# Packed quantized kernels: size, speed and accuracy on this CPU", "",
              f"SmolLM2-135M, batch 1: prefill of a {SEQ_LEN}-token pydoc prompt, greedy decode of "
-             f"{meta['new_tokens']} tokens (plain KV-cache loop, best of 2), perplexity on {meta['windows']} × "
+             f"{meta['new_tokens']} tokens (plain KV-cache loop; all variants timed round-robin, best of "
+             f"{meta.get('rounds')} rounds), perplexity on {meta['windows']} × "
              f"{SEQ_LEN}-token pydoc eval windows. Decoder Linears are packed; the tied embedding / lm_head "
              "stays float (bf16 in the bf16 models), except in the `incl. lm_head` row, where the head is "
              "untied and packed too while the embedding table stays float. int8 dynamic quantizes "
@@ -228,10 +232,11 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16, help="perplexity windows of 512 tokens")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--sentences", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds (best of each kept)")
     args = parser.parse_args()
-    meta = {"windows": args.windows, "new_tokens": args.new_tokens, "torch": torch.__version__,
+    meta = {"windows": args.windows, "new_tokens": args.new_tokens, "rounds": args.rounds, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    lm = run_lm(args.windows, args.new_tokens, meta)
+    lm = run_lm(args.windows, args.new_tokens, args.rounds, meta)
     st = run_minilm(args.sentences)
     write_results(lm, st, meta)
     print(markdown(lm, st, meta))

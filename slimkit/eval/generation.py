@@ -82,3 +82,22 @@ def measure_generation(model: nn.Module, input_ids: Tensor, new_tokens: int = 12
         _greedy_run(model, input_ids, min(new_tokens, 8))
     runs = [_greedy_run(model, input_ids, new_tokens) for _ in range(max(repeats, 1))]
     return min(runs, key=lambda r: r.prefill_ms + r.decode_ms)
+
+
+def measure_generation_side_by_side(models: list[nn.Module], input_ids: Tensor, new_tokens: int = 128,
+                                    rounds: int = 3) -> list[GenerationTiming]:
+    """Time several models on the same prompt round-robin; the fastest run of each model is returned.
+
+    Comparing models timed one after another on a shared CPU measures the background load as much
+    as the models; interleaving the runs puts every model under the same load, so the ratios hold.
+    """
+    for model in models:  # one short untimed run each (allocator, kernel selection)
+        _greedy_run(model, input_ids, min(new_tokens, 8))
+    best: list[GenerationTiming | None] = [None] * len(models)
+    for _ in range(max(rounds, 1)):
+        for i, model in enumerate(models):
+            run = _greedy_run(model, input_ids, new_tokens)
+            current = best[i]
+            if current is None or run.prefill_ms + run.decode_ms < current.prefill_ms + current.decode_ms:
+                best[i] = run
+    return [t for t in best if t is not None]

@@ -54,3 +54,14 @@ def test_bench_cli_compares_a_packed_model_with_its_original(tmp_path):
     assert set(payload["models"]) == {str(tmp_path / "int8"), str(original)}
     assert set(payload["models"][str(original)]) == {"latency batch1", "latency batch8", "latency batch32"}
     assert isinstance(payload["warnings"], list)
+
+
+def test_side_by_side_generation_times_every_model_and_keeps_its_greedy_tokens():
+    from slimkit.eval.generation import measure_generation, measure_generation_side_by_side
+
+    small, other = tiny_llama(), tiny_llama(layers=1, hidden=32)
+    prompt = torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(0))
+    timings = measure_generation_side_by_side([small, other], prompt, new_tokens=6, rounds=2)
+    assert len(timings) == 2 and all(t.decode_tokens_per_s > 0 and t.prompt_tokens == 12 for t in timings)
+    for model, timing in zip([small, other], timings, strict=True):  # each timing belongs to its own model
+        assert torch.equal(timing.tokens, measure_generation(model, prompt, new_tokens=6).tokens)
