@@ -163,7 +163,7 @@ def test_packed_recipes_pack_a_tiny_llama(path):
     for step in load_recipe(path).steps:
         loop = (lambda m: [m(input_ids=b[None]) for b in token_batches(n=4)]) if step.needs_calibration else None
         slimkit.apply(model, step, loop)
-    assert len(packed_modules(model)) == 14
+    assert len([name for name in packed_modules(model) if name.startswith("model.layers.")]) == 14
     rel = (logits(model, ids) - reference).norm() / reference.norm()
     assert rel < 0.2
 
@@ -176,3 +176,16 @@ def test_compress_pipeline_reports_packed_layers(tmp_path):
     assert any("3 layers are packed (int8-dynamic: 3)" in note for note in report.notes)
     loaded = load_slimkit_dir(tmp_path / "out").model
     assert len(packed_modules(loaded)) == 3
+
+
+def test_mixed_int4_decoder_int8_head_recipe_packs_both_and_round_trips(tmp_path):
+    model, ids = tiny_llama(), token_batches(n=2)
+    recipe = load_recipe(RECIPES / "mixed-int4-g64-lm-head-int8-packed.yaml")
+    stats = [slimkit.apply(model, step).stats for step in recipe.steps]
+    assert stats[-1]["packed"] == {"int4-weight": 14, "int8-weight": 1}
+    assert packed_modules(model)["lm_head"].kernel == "int8-weight"
+    expected = logits(model, ids)
+    save(ModelBundle(model, "causal-lm", "tiny-llama"), tmp_path / "out")
+    loaded = load_slimkit_dir(tmp_path / "out").model
+    assert packed_modules(loaded)["lm_head"].kernel == "int8-weight"
+    assert torch.equal(logits(loaded, ids), expected)
