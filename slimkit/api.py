@@ -56,6 +56,11 @@ def prepare(model: nn.Module, config: BaseConfig) -> Controller:
     return Controller(model, method)
 
 
+def _check_calibration(config: BaseConfig, forward_loop: ForwardLoop | None) -> None:
+    if config.needs_calibration and forward_loop is None:
+        raise ValueError(f"{method_name(type(config))} needs calibration data: pass forward_loop=")
+
+
 def apply(model: nn.Module, config: BaseConfig, forward_loop: ForwardLoop | None = None) -> StepReport:
     """Apply one compression method to ``model`` in place and report what it did.
 
@@ -67,8 +72,7 @@ def apply(model: nn.Module, config: BaseConfig, forward_loop: ForwardLoop | None
     Returns:
         A :class:`StepReport` with the config, time taken and the method's statistics.
     """
-    if config.needs_calibration and forward_loop is None:
-        raise ValueError(f"{method_name(type(config))} needs calibration data: pass forward_loop=")
+    _check_calibration(config, forward_loop)
     ctl = prepare(model, config)
     if forward_loop is not None:
         ctl.calibrate(forward_loop)
@@ -88,6 +92,7 @@ def apply_with_training(model: nn.Module, configs: Sequence[BaseConfig],
     """
     controllers = []
     for config in configs:
+        _check_calibration(config, forward_loop)
         ctl = prepare(model, config)
         if config.needs_calibration and forward_loop is not None:
             ctl.calibrate(forward_loop)

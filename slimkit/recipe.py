@@ -108,7 +108,6 @@ def _check_training(steps: tuple[BaseConfig, ...], has_train: bool, source: str)
         raise RecipeError(f"{source}: section 'train' is given but no step trains (methods that do: {trainers})")
 
 
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a YAML recipe file."""
     path = Path(path)

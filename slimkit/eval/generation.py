@@ -74,30 +74,26 @@ def measure_generation(model: nn.Module, input_ids: Tensor, new_tokens: int = 12
         warmup: untimed runs first (short ones: 8 new tokens).
         repeats: timed runs; the fastest is reported (least disturbed by other load).
     """
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(f"measure_generation expects input_ids of shape (1, P), got {tuple(input_ids.shape)}")
-    if new_tokens < 2:
-        raise ValueError("new_tokens must be at least 2")
-    for _ in range(warmup):
-        _greedy_run(model, input_ids, min(new_tokens, 8))
-    runs = [_greedy_run(model, input_ids, new_tokens) for _ in range(max(repeats, 1))]
-    return min(runs, key=lambda r: r.prefill_ms + r.decode_ms)
+    return measure_generation_side_by_side([model], input_ids, new_tokens, rounds=repeats, warmup=warmup)[0]
 
 
 def measure_generation_side_by_side(models: list[nn.Module], input_ids: Tensor, new_tokens: int = 128,
-                                    rounds: int = 3) -> list[GenerationTiming]:
+                                    rounds: int = 3, warmup: int = 1) -> list[GenerationTiming]:
     """Time several models on the same prompt round-robin; the fastest run of each model is returned.
 
     Comparing models timed one after another on a shared CPU measures the background load as much
     as the models; interleaving the runs puts every model under the same load, so the ratios hold.
+    Each model first gets ``warmup`` short untimed runs (allocator, kernel selection).
     """
-    for model in models:  # one short untimed run each (allocator, kernel selection)
-        _greedy_run(model, input_ids, min(new_tokens, 8))
-    best: list[GenerationTiming | None] = [None] * len(models)
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"measure_generation expects input_ids of shape (1, P), got {tuple(input_ids.shape)}")
+    if new_tokens < 2:
+        raise ValueError("new_tokens must be at least 2")
+    for model in models:
+        for _ in range(warmup):
+            _greedy_run(model, input_ids, min(new_tokens, 8))
+    runs: list[list[GenerationTiming]] = [[] for _ in models]
     for _ in range(max(rounds, 1)):
-        for i, model in enumerate(models):
-            run = _greedy_run(model, input_ids, new_tokens)
-            current = best[i]
-            if current is None or run.prefill_ms + run.decode_ms < current.prefill_ms + current.decode_ms:
-                best[i] = run
-    return [t for t in best if t is not None]
+        for model, timings in zip(models, runs, strict=True):
+            timings.append(_greedy_run(model, input_ids, new_tokens))
+    return [min(timings, key=lambda r: r.prefill_ms + r.decode_ms) for timings in runs]

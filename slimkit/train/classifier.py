@@ -57,6 +57,10 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total)))
     model.train()
     losses, step, start = [], 0, time.perf_counter()
+
+    def out_of_time() -> bool:
+        return config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+
     with progress_bar("training", total) as advance:
         for _ in range(config.epochs):
             epoch_loss, seen = 0.0, 0
@@ -73,10 +77,10 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
                 epoch_loss, seen = epoch_loss + float(loss.detach()) * len(idx), seen + len(idx)
                 if on_step is not None:
                     on_step(step / total)
-                if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                if out_of_time():
                     break
             losses.append(epoch_loss / seen)
-            if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+            if out_of_time():
                 break
     model.eval()
     return losses

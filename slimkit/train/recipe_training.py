@@ -63,7 +63,8 @@ def build_trainer(bundle: ModelBundle, section: TrainSection, default_data: str,
     if bundle.kind == "causal-lm":
         if not spec.is_text:
             raise ValueError(f"a language model trains on text, not {spec}")
-        windows = token_windows(bundle.tokenizer, documents(spec, "calib"), seq_len, samples or 64)
+        assert samples is not None  # causal LMs always have a window count (_DEFAULTS)
+        windows = token_windows(bundle.tokenizer, documents(spec, "calib"), seq_len, samples)
         steps = section.epochs * math.ceil(len(windows) / batch_size)
 
         def train_lm(model: nn.Module, on_step: OnStep) -> list[float]:
