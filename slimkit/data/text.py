@@ -1,7 +1,8 @@
 """Text corpora and tokenised windows for language models.
 
-Calibration and evaluation always use disjoint parts of a corpus ("calib" and "eval" splits), so a
-calibrated method cannot look good by memorising the evaluation text.
+Calibration, validation and evaluation always use disjoint parts of a corpus ("calib", "val" and
+"eval" splits), so a calibrated method cannot look good by memorising the evaluation text, and a
+setting chosen on "val" (an alpha, a variant to fine-tune) is not chosen on the text it is judged on.
 """
 
 from __future__ import annotations
@@ -16,18 +17,31 @@ from torch import Tensor
 
 from slimkit.data.spec import DataSpec
 
-Split = Literal["calib", "eval"]
+Split = Literal["calib", "val", "eval"]
 _EVAL_EVERY = 4  # every 4th document goes to the evaluation split
+_VAL_EVERY = 8  # of the others, every 8th document (counted over the whole corpus) goes to validation
+
+
+def _split_of(index: int) -> Split:
+    if index % _EVAL_EVERY == 0:
+        return "eval"
+    return "val" if index % _VAL_EVERY == _EVAL_EVERY // 2 else "calib"
 
 
 def _split_docs(docs: list[str], split: Split) -> list[str]:
+    """Disjoint, deterministic splits: 1/4 of the documents evaluate, 1/8 validate, 5/8 calibrate."""
     if len(docs) < 2:
-        # One document: first 3/4 calibrates, last 1/4 evaluates.
+        # One document: the first 5/8 calibrates, the next 1/8 validates, the last 1/4 evaluates.
         text = docs[0] if docs else ""
-        cut = len(text) * 3 // 4
-        return [text[:cut]] if split == "calib" else [text[cut:]]
-    picked = [d for i, d in enumerate(docs) if (i % _EVAL_EVERY == 0) == (split == "eval")]
-    return picked
+        cuts = {"calib": (0, 5), "val": (5, 6), "eval": (6, 8)}[split]
+        return [text[len(text) * cuts[0] // 8: len(text) * cuts[1] // 8]]
+    return [d for i, d in enumerate(docs) if _split_of(i) == split]
+
+
+def _carve_validation(train_docs: list[str], split: Split) -> list[str]:
+    """A data set with only train/validation splits: validation evaluates, its train split is cut into
+    calibration (7/8) and our own validation (1/8), so settings are never chosen on the evaluation text."""
+    return [d for i, d in enumerate(train_docs) if (i % _VAL_EVERY == _VAL_EVERY - 1) == (split == "val")]
 
 
 def pydoc_documents() -> list[str]:
@@ -94,7 +108,9 @@ def documents(spec: DataSpec, split: Split) -> list[str]:
         return _split_docs(text_file_documents(spec.arg), split)
     if spec.kind == "hf":
         assert spec.arg is not None
-        return hf_documents(spec.arg, split)
+        if split == "eval":
+            return hf_documents(spec.arg, "eval")
+        return _carve_validation(hf_documents(spec.arg, "calib"), split)
     raise ValueError(f"{spec} is not a text data set")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from slimkit.data.images import FASHION_MNIST_DIR, digits, fashion_mnist
 from slimkit.data.spec import DataSpec, parse_data_spec
-from slimkit.data.text import documents, sentences, text_file_documents, token_windows
+from slimkit.data.text import documents, pydoc_documents, sentences, text_file_documents, token_windows
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -29,10 +29,19 @@ def test_bad_specs_list_the_accepted_forms(bad):
 
 
 def test_pydoc_splits_are_disjoint_and_deterministic():
-    calib, evals = documents(DataSpec("pydoc"), "calib"), documents(DataSpec("pydoc"), "eval")
-    assert not set(calib) & set(evals)
-    assert len(calib) > len(evals) > 10
+    calib, val, evals = (documents(DataSpec("pydoc"), s) for s in ("calib", "val", "eval"))
+    assert not set(calib) & set(evals) and not set(val) & set(evals) and not set(val) & set(calib)
+    assert len(calib) > len(evals) > len(val) > 5
+    assert sorted(calib + val + evals) == sorted(pydoc_documents())
     assert evals == documents(DataSpec("pydoc"), "eval")
+
+
+def test_one_text_file_splits_into_three_disjoint_parts(tmp_path):
+    text = "".join(f"sentence number {i}. " for i in range(800))
+    (tmp_path / "one.txt").write_text(text)
+    parts = [documents(DataSpec("text", str(tmp_path / "one.txt")), s)[0] for s in ("calib", "val", "eval")]
+    assert "".join(parts) == text
+    assert len(parts[0]) > len(parts[2]) > len(parts[1]) > 0
 
 
 def test_text_files_and_jsonl(tmp_path):
