@@ -6,7 +6,8 @@ Block by block on calibration data: for each scale group of a Llama-style block 
 when widths match), ``α`` is chosen on a grid to minimise the group's Linear output error after RTN
 (see :mod:`slimkit.quantize.awq_math`). The inverse scale is folded into the preceding module, so the
 float function is unchanged; then every targeted Linear is quantized with RTN (optionally on a clipped
-range, searched per group) and carries a :class:`QuantRecord` like RTN's.
+range, searched per group on the Hessian of its folded inputs) and carries a :class:`QuantRecord` like
+RTN's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from slimkit.calib.sequential import LayerContext, run_sequential
 from slimkit.method import ForwardLoop, Method, register
 from slimkit.models.arch import ATTENTION_SCORE_LINEARS, ScaleGroup, scale_groups
-from slimkit.quantize.awq_math import clipped_grid, search_scale
+from slimkit.quantize.awq_math import clipped_grid, folded_hessian, search_scale
 from slimkit.quantize.gptq import GroupQuantConfig
 from slimkit.quantize.primitives import dequantize, quantize, quantize_dequantize
 from slimkit.quantize.record import QuantRecord, set_quant_record
@@ -65,6 +66,7 @@ class AWQMethod(Method[AWQConfig]):
         self._alphas: list[float] = []
         self._error = self._rtn_error = 0.0
         self._params = 0
+        self._folded: dict[str, Tensor] = {}  # Linear name -> scale folded into its input columns (this block)
 
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
         linears = run_sequential(model, forward_loop, self.config.targets, self._quantize_block,
@@ -83,18 +85,22 @@ class AWQMethod(Method[AWQConfig]):
         w = torch.cat([lin.weight.detach() for lin in linears])  # (sum of outs, in)
         found = search_scale(w, stats.hessian(), stats.mean_abs(), self.config.scheme(), self.config.grid)
         fold_scale(ctx.layer.get_submodule(group.previous), linears, found.scale)
+        self._folded.update(dict.fromkeys(names, found.scale))
         self._alphas.append(found.alpha)
         self._error += found.error
         self._rtn_error += found.rtn_error
 
     def _quantize_block(self, ctx: LayerContext) -> None:
+        self._folded.clear()
         for group in scale_groups(ctx.layer):
             self._scale_group(ctx, group)
         scheme = self.config.scheme()
         for name, target in ctx.targets.items():
             weight = target.param
             if self.config.clip_search and not name.endswith(ATTENTION_SCORE_LINEARS):
-                h = ctx.stats[name].hessian()
+                h = ctx.stats[name].hessian()  # of the inputs seen before folding
+                if name in self._folded:
+                    h = folded_hessian(h, self._folded[name])
                 scale, zero = clipped_grid(weight.data, h, scheme, CLIP_RATIOS)
                 w_hat = dequantize(quantize(weight.data, scale, zero, scheme), scale, zero, scheme)
             else:

@@ -6,7 +6,10 @@ Input channels that carry large activations matter most, so their weights are sc
 leaves the float function unchanged but gives salient weights a finer relative grid. ``α`` is searched
 on a grid in [0, 1] (``α = 0`` is plain RTN) to minimise the output error of the Linears that share the
 input, measured exactly through their input Hessian: ``‖X(W − Ŵ)ᵀ‖² / n = tr(Δ H Δᵀ) / 2`` with
-``H = 2 XᵀX / n``. Optionally the range of each group is then clipped (searched shrink ratio).
+``H = 2 XᵀX / n``. Optionally the range of each group is then clipped (searched shrink ratio). The clip
+search runs on the folded weights ``W·diag(s)``, which read the folded inputs ``X·diag(1/s)``: their
+Hessian is ``diag(1/s)·H·diag(1/s)`` (:func:`folded_hessian`), as llm-awq clips on the input features
+it has already divided by the scales.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ def search_scale(w: Tensor, h: Tensor, mean_abs: Tensor, scheme: QuantScheme, gr
     assert best is not None
     best.rtn_error = rtn_error
     return best
+
+
+def folded_hessian(h: Tensor, s: Tensor) -> Tensor:
+    """Hessian of the inputs ``X·diag(1/s)`` given that of ``X``: ``diag(1/s)·H·diag(1/s)``, (in, in)."""
+    inv = 1.0 / s.to(h.dtype)  # (in,)
+    return h * inv[:, None] * inv[None, :]
 
 
 def clipped_grid(w: Tensor, h: Tensor, scheme: QuantScheme, ratios: tuple[float, ...]) -> tuple[Tensor, Tensor]:
