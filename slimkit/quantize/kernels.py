@@ -12,6 +12,8 @@ Three kernels are used, each with the constraints measured on torch 2.13 (see ``
 * int8 dynamic (``quantized.linear_dynamic``, fbgemm / x86 engine): int8 per-channel weights, float32
   activations quantized per call. The packed weight is an opaque fbgemm object, rebuilt after loading.
   fbgemm picks one activation scale for the whole input; :func:`dynamic_int8_mm` makes it per token.
+  Without VNNI, x86 multiplies u8 × s8 pairs into int16 (``vpmaddubsw``), which saturates on full-range
+  activations: there the activations are quantized to 7 bits (``reduce_range``), as torch.ao does.
 
 Each wrapper takes and returns 2-D tensors; reshaping and dtype policy belong to the packed modules.
 """
@@ -47,6 +49,28 @@ def dynamic_int8_available() -> bool:
     """Whether the fbgemm/x86 dynamic int8 linear is usable (needs the x86 or fbgemm engine)."""
     engines = torch.backends.quantized.supported_engines
     return hasattr(torch.ops.quantized, "linear_dynamic") and ("x86" in engines or "fbgemm" in engines)
+
+
+#: CPU features that multiply u8 × s8 straight into int32 accumulators, so 8-bit activations cannot saturate.
+VNNI_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has AVX512-VNNI, AVX-VNNI or AMX-INT8 (``torch.cpu.get_capabilities``).
+
+    ``torch.backends.cpu.get_cpu_capability()`` only names the vector width ("AVX512" here, also on
+    AVX-512 CPUs without VNNI), so the feature flags are read instead; unknown means no VNNI (the safe side).
+    """
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return False
+    capabilities = get_capabilities()
+    return any(bool(capabilities.get(feature, False)) for feature in VNNI_FEATURES)
+
+
+def dynamic_int8_reduce_range() -> bool:
+    """Whether dynamic int8 must quantize activations to 7 bits on this CPU (no VNNI: int16 saturation)."""
+    return not cpu_has_vnni()
 
 
 def int4_kernel_group(out_features: int, in_features: int, record_group_width: int) -> int | None:
@@ -90,8 +114,9 @@ def prepack_dynamic_int8(weight: Tensor, scales: Tensor) -> object:
         return torch.ops.quantized.linear_prepack(qweight, None)
 
 
-def dynamic_int8_mm(x: Tensor, packed: object) -> Tensor:
-    """``x`` (M, in) float32, quantized per call to 8 bits per token, times the prepacked weight. Returns (M, out).
+def dynamic_int8_mm(x: Tensor, packed: object, reduce_range: bool) -> Tensor:
+    """``x`` (M, in) float32, quantized per call to 8 bits per token (7 with ``reduce_range``, see
+    :func:`dynamic_int8_reduce_range`), times the prepacked weight. Returns (M, out).
 
     fbgemm quantizes the whole input with one scale, so one loud token (an LLM's first token is often
     100× the others) flattens every other row onto a few levels: on SmolLM2 that alone took perplexity
@@ -101,7 +126,6 @@ def dynamic_int8_mm(x: Tensor, packed: object) -> Tensor:
     """
     x = x.float().contiguous()
     if x.shape[0] <= 1:
-        # reduce_range=False: this CPU has VNNI, so full-range activations do not saturate.
-        return torch.ops.quantized.linear_dynamic(x, packed, False)
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range)
     row_max = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)  # (M, 1)
-    return torch.ops.quantized.linear_dynamic(x / row_max, packed, False) * row_max
+    return torch.ops.quantized.linear_dynamic(x / row_max, packed, reduce_range) * row_max

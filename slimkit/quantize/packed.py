@@ -205,9 +205,10 @@ class Int8DynamicLinear(PackedLinear):
 
     def build_kernel(self) -> None:
         self._packed = kernels.prepack_dynamic_int8(self.integers(), self.scale[:, 0])
+        self.reduce_range = kernels.dynamic_int8_reduce_range()  # decided on the CPU that runs it, not saved
 
     def matmul(self, x: Tensor) -> Tensor:
-        return kernels.dynamic_int8_mm(x, self._packed)
+        return kernels.dynamic_int8_mm(x, self._packed, self.reduce_range)
 
 
 class DequantLinear(PackedLinear):

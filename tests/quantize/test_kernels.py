@@ -46,15 +46,49 @@ def test_int8_weight_mm_matches_float_reference():
     assert torch.allclose(y.double(), ref, rtol=2e-2, atol=2e-2)
 
 
-def test_dynamic_int8_is_close_to_float():
+def _sqnr_db(y, ref):
+    return float(10 * torch.log10(ref.pow(2).sum() / (y.double() - ref).pow(2).sum()))
+
+
+@pytest.mark.parametrize(("reduce_range", "min_db"), [(False, 35), (True, 29)], ids=["8-bit-vnni", "7-bit-no-vnni"])
+@pytest.mark.parametrize("rows", [1, 7], ids=["decode", "batch"])
+def test_dynamic_int8_is_close_to_float(reduce_range, min_db, rows):
     torch.manual_seed(0)
-    w = torch.randint(-127, 128, (96, 200), dtype=torch.int8)
+    w = torch.randint(-128, 128, (96, 200), dtype=torch.int8)  # the full grid, -128 included
     scales = torch.rand(96) * 0.01 + 0.001
-    x = torch.randn(7, 200)
-    y = kernels.dynamic_int8_mm(x, kernels.prepack_dynamic_int8(w, scales))
+    x = torch.randn(rows, 200)
+    y = kernels.dynamic_int8_mm(x, kernels.prepack_dynamic_int8(w, scales), reduce_range)
     ref = x.double() @ (w.double() * scales.double()[:, None]).t()
-    sqnr = 10 * torch.log10(ref.pow(2).sum() / (y.double() - ref).pow(2).sum())
-    assert y.dtype == torch.float32 and sqnr > 30  # 8-bit activations: ~40 dB
+    assert y.dtype == torch.float32 and _sqnr_db(y, ref) > min_db  # measured ~44 dB with 8 bits, ~38 with 7
+
+
+def test_reduce_range_really_drops_a_bit_of_activation_precision():
+    torch.manual_seed(1)
+    w = torch.randint(-128, 128, (64, 256), dtype=torch.int8)
+    packed = kernels.prepack_dynamic_int8(w, torch.full((64,), 0.01))
+    x = torch.randn(16, 256)
+    ref = x.double() @ (w.double() * 0.01).t()
+    full, reduced = (_sqnr_db(kernels.dynamic_int8_mm(x, packed, r), ref) for r in (False, True))
+    assert full > reduced + 3  # one bit fewer: ~6 dB
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx512_vnni": True}, True), ({"avx_vnni": True}, True), ({"amx_int8": True}, True),
+    ({"avx512_f": True, "avx2": True}, False), ({}, False),
+], ids=["avx512-vnni", "avx-vnni", "amx", "avx512-without-vnni", "nothing"])
+def test_vnni_detection_reads_the_feature_flags(monkeypatch, flags, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    assert kernels.cpu_has_vnni() is expected
+    assert kernels.dynamic_int8_reduce_range() is not expected
+
+
+def test_vnni_detection_agrees_with_proc_cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this machine")
+    assert kernels.cpu_has_vnni() == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def test_dynamic_int8_scales_each_token_so_a_loud_token_does_not_flatten_the_others():
@@ -64,12 +98,12 @@ def test_dynamic_int8_scales_each_token_so_a_loud_token_does_not_flatten_the_oth
     packed = kernels.prepack_dynamic_int8(w, scales)
     x = torch.randn(6, 128)
     x[0] *= 1000.0  # an attention-sink-like token
-    y = kernels.dynamic_int8_mm(x, packed)
+    y = kernels.dynamic_int8_mm(x, packed, False)
     ref = x.double() @ (w.double() * scales.double()[:, None]).t()
     for row in range(6):  # every row keeps 8-bit precision of its own range (per tensor, rows 1..5 would be ~0)
         rel = (y[row].double() - ref[row]).norm() / ref[row].norm()
         assert rel < 0.02
-    alone = torch.cat([kernels.dynamic_int8_mm(x[i:i + 1], packed) for i in range(6)])  # M = 1: per token anyway
+    alone = torch.cat([kernels.dynamic_int8_mm(x[i:i + 1], packed, False) for i in range(6)])  # M = 1: per token anyway
     assert ((y - alone).norm(dim=1) / alone.norm(dim=1)).max() < 0.02
 
 

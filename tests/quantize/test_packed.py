@@ -107,3 +107,20 @@ def test_install_packed_refuses_a_bad_float_dtype():
 
     with pytest.raises(ValueError, match="not a float dtype"):
         install_packed(nn.Linear(4, 4), {"float_dtype": "int8", "modules": {}})
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "no-vnni"])
+def test_int8_dynamic_layer_uses_reduce_range_only_without_vnni(monkeypatch, vnni):
+    from slimkit.quantize import kernels
+
+    monkeypatch.setattr(kernels, "cpu_has_vnni", lambda: vnni)
+    scheme = QuantScheme(8, True, "channel")
+    q, scale, zero = quantized((40, 72), scheme)
+    layer = Int8DynamicLinear.from_integers(q, scale, zero, scheme, None)
+    assert layer.reduce_range is (not vnni)
+    x = torch.randn(5, 72)
+    y = layer(x)
+    assert torch.equal(y, kernels.dynamic_int8_mm(x, layer._packed, not vnni))  # the branch really taken
+    assert not torch.equal(y, kernels.dynamic_int8_mm(x, layer._packed, vnni))
+    ref = F.linear(x.double(), dequantize(q, scale, zero, scheme).double())
+    assert (y.double() - ref).norm() / ref.norm() < TOLERANCE["int8-dynamic"]
