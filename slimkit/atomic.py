@@ -1,40 +1,108 @@
-"""Atomic output: a directory or file appears complete or not at all.
+"""Atomic output: a directory appears complete or not at all, and a stop never leaves litter behind.
 
-Outputs are built in a hidden temporary sibling and renamed into place, so a crash, a bad recipe
-or Ctrl-C never leaves a half-written model directory or overwrites a user's existing one.
+Outputs are built in a hidden temporary sibling and renamed into place, so a crash, a bad recipe,
+Ctrl-C or SIGTERM never leaves a half-written model directory or overwrites a user's existing one.
+SIGTERM is turned into an exception while an output is being built (:func:`sigterm_raises`), so the
+same ``finally`` blocks that clean up after Ctrl-C run for ``kill`` too. Whether an existing
+directory *may* be replaced is the format's decision (:func:`slimkit.export.slimkit_format.check_output`);
+this module only refuses to replace anything that is not a plain directory.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread when SIGTERM arrives; exits with the shell's code for it (143)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(128 + signum)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` instead of killing the process at once.
+
+    Only the main thread can install handlers, and a handler the program installed itself is left
+    alone: this replaces only the default (kill immediately, run no cleanup).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few system calls that must not be split (the two renames)."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and refuse to replace anything but a directory."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory (a file or a link); --overwrite replaces only "
+                              "a slimkit output directory, never a file")
 
 
 @contextmanager
 def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``out`` only if the block succeeds."""
+    """Yield a temporary directory that replaces ``out`` only if the block succeeds.
+
+    The caller decides whether an existing ``out`` may be replaced (``overwrite``, after checking its
+    contents); here only directories are ever replaced.
+    """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        _publish_permissions(tmp)
-        if out.exists():
-            backup = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with sigterm_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            yield tmp
+            _publish_permissions(tmp)
+            check_replaceable(out, overwrite)  # the world may have changed while the block ran
+            _publish(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    backup = out.parent / f".{out.name}.old-{os.getpid()}"
+    with _signals_deferred():  # a stop between the renames would leave neither the old nor the new output
+        out.rename(backup)
+        tmp.rename(out)
+    shutil.rmtree(backup, ignore_errors=True)
+    if backup.exists():
+        raise OSError(f"wrote {out}, but could not remove the previous output moved aside to {backup}")
 
 
 def _publish_permissions(root: Path) -> None:
@@ -44,20 +112,6 @@ def _publish_permissions(root: Path) -> None:
     root.chmod(0o777 & ~umask)
     for p in root.rglob("*"):
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def directory_bytes(path: Path) -> int:

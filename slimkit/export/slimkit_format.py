@@ -17,31 +17,73 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from slimkit.atomic import atomic_directory
+from slimkit.atomic import atomic_directory, check_replaceable
 from slimkit.export.codecs import compress_state_dict, decompress_state_dict
+from slimkit.export.header import (
+    FORMAT,
+    FORMAT_VERSION,
+    HEADER_FILE,
+    WEIGHTS_FILE,
+    FormatError,
+    check_tensors,
+    read_header,
+    read_tensors,
+)
 from slimkit.models import hf
-from slimkit.models.bundle import MODEL_KINDS, ModelBundle
+from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import build_architecture
 from slimkit.quantize.activation import restore_static_quant_linears
 from slimkit.quantize.packed import install_packed, packed_header
 from slimkit.quantize.record import quant_records, set_quant_record
 
-FORMAT = "slimkit"
-FORMAT_VERSION = 1
-HEADER_FILE = "slimkit.json"
-WEIGHTS_FILE = "slimkit.safetensors"
+__all__ = ["FORMAT", "FORMAT_VERSION", "HEADER_FILE", "WEIGHTS_FILE", "REPORT_FILES", "FormatError", "check_output",
+           "is_slimkit_dir", "load_slimkit_dir", "read_header", "save", "saved_size", "write_into"]
+
+#: Files ``slimkit compress`` adds beside the model; an output holding only these and the files its
+#: header lists may be replaced with ``--overwrite``.
+REPORT_FILES = ("recipe.yaml", "report.json", "report.md", "report.png")
 
 
 def is_slimkit_dir(path: Path) -> bool:
     return (Path(path) / HEADER_FILE).is_file()
 
 
-def save(bundle: ModelBundle, out: Path, *, overwrite: bool = False) -> Path:
-    """Write ``bundle`` to ``out`` atomically in the slimkit format; returns ``out``."""
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output location whose replacement could lose a user's data.
+
+    ``out`` may be new, or (with ``overwrite``) a slimkit output holding only the files slimkit wrote
+    there: those its header lists plus :data:`REPORT_FILES`. A file, a link, any other directory, or a
+    slimkit output with other files added is refused with the reason, never deleted.
+    """
     out = Path(out)
+    check_replaceable(out, overwrite)
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not is_slimkit_dir(out):
+        raise FileExistsError(f"{out} is not a slimkit output (it has no {HEADER_FILE}); --overwrite replaces only "
+                              "a directory slimkit wrote. Choose another --out or remove it yourself")
+    try:
+        written = set(read_header(out).get("files", [])) | {HEADER_FILE, WEIGHTS_FILE, *REPORT_FILES}
+    except FormatError as err:
+        raise FileExistsError(f"{out}: will not replace it, its header is unreadable ({err})") from None
+    foreign = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                     if not p.is_dir() and p.relative_to(out).as_posix() not in written)
+    if foreign:
+        raise FileExistsError(f"{out} holds files slimkit did not write ({', '.join(foreign[:5])}"
+                              f"{', ...' if len(foreign) > 5 else ''}); --overwrite would delete them. Move them "
+                              "away or choose another --out")
+
+
+def save(bundle: ModelBundle, out: Path, *, overwrite: bool = False) -> Path:
+    """Write ``bundle`` to ``out`` atomically in the slimkit format; returns ``out``.
+
+    ``overwrite`` replaces an existing slimkit output only (see :func:`check_output`).
+    """
+    out = Path(out)
+    check_output(out, overwrite)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         write_into(bundle, tmp)
     return out
@@ -60,7 +102,13 @@ def write_into(bundle: ModelBundle, directory: Path) -> None:
         hf.save_st_skeleton(bundle, directory)
     elif bundle.kind != "torch":
         hf.save_hf_skeleton(bundle, directory)
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+    weights = directory / WEIGHTS_FILE
+    try:
+        save_file(tensors, str(weights), metadata={"format": FORMAT})
+    except SafetensorError as err:  # a full disk surfaces here as a SafetensorError, not an OSError
+        raise OSError(f"{weights}: cannot write the weights ({err})") from None
+    # Which files slimkit wrote: `--overwrite` may later replace these, and nothing else.
+    header["files"] = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     (directory / HEADER_FILE).write_text(json.dumps(header, indent=1))
 
 
@@ -75,32 +123,11 @@ def saved_size(bundle: ModelBundle) -> int:
         return directory_bytes(Path(tmp))
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """Parse and check ``slimkit.json``; errors name the file and the problem."""
-    file = Path(path) / HEADER_FILE
-    try:
-        header = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file}: cannot read the slimkit header ({err})") from None
-    if header.get("format") != FORMAT or header.get("kind") not in MODEL_KINDS:
-        raise ValueError(f"{file}: not a slimkit header (format={header.get('format')!r}, "
-                         f"kind={header.get('kind')!r})")
-    if header.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{file}: written by a newer slimkit (format {header['format_version']}); upgrade slimkit")
-    return header
-
-
-def _read_tensors(path: Path) -> dict[str, Any]:
-    file = Path(path) / WEIGHTS_FILE
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{file}: the weights file is missing, truncated or corrupt ({err}). "
-                         "Re-create it with `slimkit compress`.") from None
-
-
 def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBundle:
     """Load a directory written by :func:`save` back into a runnable :class:`ModelBundle`.
+
+    Every field of the header and its agreement with the stored tensors is checked first
+    (:mod:`slimkit.export.header`); problems raise :class:`FormatError` naming the file and entry.
 
     Args:
         path: the slimkit directory.
@@ -109,37 +136,51 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     """
     path = Path(path)
     header = read_header(path)
+    tensors = read_tensors(path)
+    check_tensors(header, tensors, path)
+    state, records = decompress_state_dict(tensors, header["tensors"])
+    model, tokenizer = _skeleton(path, header, skeleton)
     try:
-        state, records = decompress_state_dict(_read_tensors(path), header["tensors"])
-    except KeyError as err:
-        raise ValueError(f"{path / WEIGHTS_FILE}: tensor {err} named in the header is missing") from None
-    kind = header["kind"]
-    tokenizer = None
-    if kind == "torch":
-        arch: dict[str, Any] = header.get("arch") or {}
-        if skeleton is None and not arch:
-            raise ValueError(f"{path}: this torch model was saved without a registered architecture; load it "
-                             "with load_slimkit_dir(path, skeleton=YourModule())")
-        model = skeleton if skeleton is not None else build_architecture(arch["name"], arch.get("kwargs"))
-    elif kind == "sentence-transformer":
-        model = hf.rebuild_sentence_transformer(path)
-        tokenizer = model.tokenizer  # type: ignore[union-attr]
-    else:
-        model, tokenizer = hf.rebuild_hf(path, kind)
-    resize_modules_to_state(model, state)
-    restore_static_quant_linears(model, state)  # W8A8 Linears carry activation qparams as buffers
-    if header.get("packed"):
-        install_packed(model, header["packed"])
-    result = model.load_state_dict(state, strict=False)
+        resize_modules_to_state(model, state)
+        restore_static_quant_linears(model, state)  # W8A8 Linears carry activation qparams as buffers
+        if header.get("packed"):
+            install_packed(model, header["packed"])
+        result = model.load_state_dict(state, strict=False)
+    except (ValueError, RuntimeError, KeyError) as err:  # shapes or packed specs that do not fit the model
+        raise FormatError(f"{path / HEADER_FILE}: the stored tensors do not fit the {header['kind']} model "
+                          f"({err})") from None
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: weights do not fit the architecture (missing {result.missing_keys[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]})")
+        raise FormatError(f"{path}: weights do not fit the architecture (missing {result.missing_keys[:5]}, "
+                          f"unexpected {result.unexpected_keys[:5]})")
     modules = dict(model.named_modules())
     for fqn, record in records.items():
         module_name, _, param_name = fqn.rpartition(".")
         set_quant_record(modules[module_name], param_name, record)
-    return ModelBundle(model.eval(), kind, str(path), tokenizer, header.get("arch"),
+    return ModelBundle(model.eval(), header["kind"], str(path), tokenizer, header.get("arch"),
                        list(header.get("applied", [])), header.get("origin"))
+
+
+def _skeleton(path: Path, header: dict[str, Any], skeleton: nn.Module | None) -> tuple[nn.Module, Any]:
+    """The freshly built module (and tokenizer) that the saved tensors are loaded into."""
+    kind = header["kind"]
+    if kind == "torch":
+        arch: dict[str, Any] = header.get("arch") or {}
+        if skeleton is not None:
+            return skeleton, None
+        if not arch:
+            raise FormatError(f"{path}: this torch model was saved without a registered architecture; load it "
+                              "with load_slimkit_dir(path, skeleton=YourModule())")
+        try:
+            return build_architecture(arch["name"], arch.get("kwargs")), None
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise FormatError(f"{path / HEADER_FILE}: 'arch' {arch!r} cannot be built ({err})") from None
+    needed = "modules.json" if kind == "sentence-transformer" else "config.json"
+    if not (path / needed).is_file():
+        raise FormatError(f"{path}: a {kind} model needs its {needed} beside {HEADER_FILE}; it is missing")
+    if kind == "sentence-transformer":
+        model = hf.rebuild_sentence_transformer(path)
+        return model, model.tokenizer  # type: ignore[union-attr]
+    return hf.rebuild_hf(path, kind)
 
 
 _SIZE_ATTRIBUTES = {nn.Linear: ("out_features", "in_features"), nn.Conv2d: ("out_channels", "in_channels"),
@@ -160,6 +201,9 @@ def resize_modules_to_state(model: nn.Module, state: dict[str, Any]) -> None:
         saved = state.get(f"{name}.weight" if name else "weight")
         if attrs is None or saved is None or tuple(saved.shape) == tuple(module.weight.shape):
             continue
+        if saved.dim() != module.weight.dim():
+            raise ValueError(f"'{name}.weight' is stored with shape {tuple(saved.shape)}, which does not fit a "
+                             f"{type(module).__name__} (weight shape {tuple(module.weight.shape)})")
         for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             new = state.get(f"{name}.{key}")
             if new is not None and tensor.dim() > 0:

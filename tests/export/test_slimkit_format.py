@@ -8,7 +8,7 @@ import torch
 import slimkit
 from slimkit.atomic import directory_bytes
 from slimkit.export.codecs import compress_state_dict, decompress_state_dict
-from slimkit.export.slimkit_format import WEIGHTS_FILE, load_slimkit_dir, save
+from slimkit.export.slimkit_format import WEIGHTS_FILE, FormatError, load_slimkit_dir, save
 from slimkit.models.bundle import ModelBundle
 from slimkit.quantize.record import quant_records
 from tests._models import lenet_bundle, tiny_llama, token_batches
@@ -131,3 +131,110 @@ def test_unregistered_torch_module_needs_a_skeleton(tmp_path):
     fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     x = torch.randn(5, 3)
     assert torch.equal(load_slimkit_dir(tmp_path / "m", skeleton=fresh).model(x), model(x))
+
+
+@pytest.fixture
+def quantized_dir(tmp_path):
+    """A LeNet (Sequential 1, 3, 5) with int8 layers 1 and 3 and a 60%-pruned (bitmask) layer 5, saved."""
+    bundle = lenet_bundle()
+    slimkit.apply(bundle.model, slimkit.RTNConfig(bits=8, targets={"include": ["1", "3"]}))
+    slimkit.apply(bundle.model, slimkit.MagnitudePruneConfig(sparsity=0.6, targets={"include": ["5"]}))
+    return save(bundle, tmp_path / "m")
+
+
+def edit_header(directory, edit):
+    file = directory / "slimkit.json"
+    header = json.loads(file.read_text())
+    edit(header)
+    file.write_text(json.dumps(header))
+
+
+def entry(header, codec):
+    return next(e for e in header["tensors"].values() if e["codec"] == codec)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: h.update(format_version="two"), "'format_version' must be an integer from 1 to 1, got 'two'"),
+    (lambda h: h.update(format_version=-1), "'format_version' must be an integer from 1 to 1, got -1"),
+    (lambda h: h.update(format_version=True), "'format_version' must be an integer"),
+    (lambda h: h.pop("format_version"), "'format_version' must be an integer"),
+    (lambda h: h.update(format_version=7), "newer slimkit"),
+    (lambda h: entry(h, "int").update(dtype="float99"), "'dtype' must be one of float32"),
+    (lambda h: entry(h, "int").update(bits="8"), "needs integer 'bits'"),
+    (lambda h: entry(h, "int").update(bits=12), "bits must be between 1 and 8"),
+    (lambda h: entry(h, "int").update(granularity="row"), "'granularity' in"),
+    (lambda h: entry(h, "int").update(shape=[100, 300]), "packed data holds"),
+    (lambda h: entry(h, "int").update(shape=[300 * 784]), "scale has shape"),
+    (lambda h: entry(h, "int").update(shape=[300, -784]), "non-negative integers"),
+    (lambda h: entry(h, "int").update(shape="300x784"), "non-negative integers"),
+    (lambda h: entry(h, "bitmask").update(shape=[5, 100]), "bitmask holds"),
+    (lambda h: entry(h, "dense").update(codec="zstd"), "unknown codec 'zstd'"),
+    (lambda h: h["tensors"].update({"fc9.weight": {"codec": "dense"}}), "'fc9.weight' named in the header is missing"),
+    (lambda h: h["tensors"].update({"x": {"codec": "alias", "of": "nope"}}), "'of' must name another"),
+    (lambda h: h.update(tensors=[]), "'tensors' must be a non-empty mapping"),
+    (lambda h: h.update(kind="causal-lm"), "needs its config.json"),
+    (lambda h: h.update(arch={"name": "lenet-300-100", "kwargs": {"in_features": "many"}}), "cannot be built"),
+    (lambda h: h.update(arch="lenet"), "'arch' must be"),
+], ids=["version-word", "version-negative", "version-bool", "version-missing", "version-newer", "unknown-dtype",
+        "bits-string", "bits-range", "granularity", "shape-rows", "shape-flat", "shape-negative", "shape-string",
+        "bitmask-shape", "unknown-codec", "missing-tensor", "alias-target", "tensors-list", "kind-without-config",
+        "arch-kwargs", "arch-type"])
+def test_edited_headers_are_format_errors_naming_the_file(quantized_dir, edit, fragment):
+    edit_header(quantized_dir, edit)
+    with pytest.raises(FormatError) as err:
+        load_slimkit_dir(quantized_dir)
+    assert str(quantized_dir) in str(err.value) and fragment in str(err.value)
+
+
+def test_a_swapped_weight_shape_names_the_file_not_a_torch_error(quantized_dir):
+    # (300, 784) read as (784, 300): same packed size and a per-tensor-looking scale would pass the
+    # codec checks, so the module check has to catch it.
+    def swap(header):
+        e = header["tensors"]["1.weight"]
+        e.update(shape=[e["shape"][1], e["shape"][0]], granularity="tensor")
+    edit_header(quantized_dir, swap)
+    with pytest.raises(FormatError, match=str(quantized_dir)):
+        load_slimkit_dir(quantized_dir)
+
+
+def test_the_header_records_which_files_slimkit_wrote(quantized_dir):
+    header = json.loads((quantized_dir / "slimkit.json").read_text())
+    assert header["files"] == ["slimkit.safetensors"]
+    loaded = load_slimkit_dir(quantized_dir)  # the edits above are the only way to fail
+    assert loaded.kind == "torch"
+
+
+def test_overwrite_replaces_a_slimkit_output_with_its_report_files(tmp_path):
+    out = save(lenet_bundle(), tmp_path / "m")
+    (out / "report.md").write_text("# report")
+    save(lenet_bundle(seed=1), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["slimkit.json", "slimkit.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (lambda out: (out.mkdir(), (out / "thesis.tex").write_text("years of work")), "is not a slimkit output"),
+    (lambda out: (save(lenet_bundle(), out), (out / "notes.txt").write_text("mine")), "notes.txt"),
+    (lambda out: out.write_text("a file"), "not a directory"),
+], ids=["user-folder", "output-with-user-file", "plain-file"])
+def test_overwrite_never_deletes_what_slimkit_did_not_write(tmp_path, setup, fragment):
+    out = tmp_path / "out"
+    setup(out)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(FileExistsError, match=fragment):
+        save(lenet_bundle(), out, overwrite=True)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_full_disk_while_writing_weights_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import slimkit.export.slimkit_format as fmt
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(fmt, "save_file", full)
+    with pytest.raises(OSError, match="slimkit.safetensors: cannot write the weights.*No space left"):
+        save(lenet_bundle(), tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
