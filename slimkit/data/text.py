@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from slimkit.data.spec import DataSpec
+from slimkit.data.spec import DataSpec, hf_parts
 
 Split = Literal["calib", "val", "eval"]
 _EVAL_EVERY = 4  # every 4th document goes to the evaluation split
@@ -54,7 +54,7 @@ def pydoc_documents() -> list[str]:
 def _read_text_file(path: Path) -> list[str]:
     if path.suffix == ".jsonl":
         docs = []
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(_read_utf8(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -65,7 +65,15 @@ def _read_text_file(path: Path) -> list[str]:
                 raise ValueError(f"{path}:{lineno}: each JSONL record needs a string 'text' field")
             docs.append(record["text"])
         return docs
-    return [path.read_text()]
+    return [_read_utf8(path)]
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); text data must be .txt or "
+                         ".jsonl in UTF-8") from None
 
 
 def text_file_documents(path_str: str) -> list[str]:
@@ -83,15 +91,13 @@ def text_file_documents(path_str: str) -> list[str]:
 
 def hf_documents(arg: str, split: Split) -> list[str]:
     """Documents of a Hugging Face dataset from the local cache (no download)."""
-    name, _, hf_split = arg.partition(":")
-    name, _, config = name.partition("/") if name.count("/") == 2 else (name, "", "")
+    name, config, hf_split = hf_parts(arg)
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
         raise ImportError("hf: data needs the 'datasets' package: pip install datasets") from None
     try:
-        ds = datasets.load_dataset(name, config or None, split=hf_split or ("validation" if split == "eval"
-                                                                            else "train"))
+        ds = datasets.load_dataset(name, config, split=hf_split or ("validation" if split == "eval" else "train"))
     except Exception as err:  # noqa: BLE001 - datasets raises many types when offline
         raise RuntimeError(f"hf:{arg}: could not load the dataset offline ({type(err).__name__}: {err}). "
                            "slimkit never downloads; cache it first or use text:PATH") from None
