@@ -16,6 +16,7 @@ from torch import nn
 
 from slimkit.config import BaseConfig
 from slimkit.method import ForwardLoop, Method, StepReport, method_for, method_name
+from slimkit.numerics import check_finite_weights
 
 
 class Controller:
@@ -45,6 +46,7 @@ class Controller:
         self.method.hooks.remove_all()
         self._finalized = True
         config = self.method.config
+        check_finite_weights(self.model, config.targets, f"after {method_name(type(config))}")
         return StepReport(method_name(type(config)), config.describe(),
                           time.perf_counter() - self._start, stats)
 
@@ -52,6 +54,8 @@ class Controller:
 def prepare(model: nn.Module, config: BaseConfig) -> Controller:
     """Attach ``config``'s method to ``model`` and return its controller (training-time use)."""
     method = method_for(config)
+    # Every method's weights pass here: a NaN would otherwise spread through scales, masks and Hessians.
+    check_finite_weights(model, config.targets, method_name(type(config)))
     method.prepare(model)
     return Controller(model, method)
 

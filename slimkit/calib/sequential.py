@@ -23,6 +23,7 @@ from slimkit.calib.stats import InputStats
 from slimkit.config import Targets
 from slimkit.method import ForwardLoop
 from slimkit.models.arch import decoder_layers, layer_prefix
+from slimkit.numerics import check_finite
 from slimkit.progress import progress_bar
 from slimkit.targets import Target, iter_targets
 
@@ -122,6 +123,19 @@ def _collect_stats(layer: nn.Module, targets: dict[str, Target], inputs: list[Bl
     return stats
 
 
+def _check_calibration_numbers(prefix: str, inputs: list[BlockInput], stats: dict[str, InputStats],
+                               with_hessian: bool, description: str) -> None:
+    """Stop on NaN/Inf in a block's calibration inputs or in its Linears' input statistics (an overflow
+    inside the block), naming the block or Linear, before they reach a Hessian inverse or a scale search."""
+    for i, (hidden, _, _) in enumerate(inputs):
+        check_finite(hidden, f"{description}: calibration activations entering {prefix} (batch {i})")
+    for name, st in stats.items():
+        what = f"{description}: calibration activations entering {name}"
+        check_finite(st.column_norms(), what)
+        if with_hessian:
+            check_finite(st.hessian(), f"{what} (their Hessian XᵀX)")
+
+
 def _block_targets(model: nn.Module, targets: Targets) -> list[Target]:
     return [t for t in iter_targets(model, targets) if isinstance(t.module, nn.Linear)]
 
@@ -158,8 +172,10 @@ def run_sequential(model: nn.Module, forward_loop: ForwardLoop, targets: Targets
             members = {id(m) for m in layer.modules()}
             block = {t.module_name: t for t in selected if id(t.module) in members}
             if block:
+                prefix = layer_prefix(model, layers, index)
                 stats = _collect_stats(layer, block, inputs, with_hessian)
-                compress_block(LayerContext(index, layer_prefix(model, layers, index), layer, block, stats))
+                _check_calibration_numbers(prefix, inputs, stats, with_hessian, description)
+                compress_block(LayerContext(index, prefix, layer, block, stats))
                 visited += len(block)
             with torch.no_grad():
                 inputs = [(_run_block(layer, b), b[1], b[2]) for b in inputs]

@@ -19,7 +19,7 @@ from slimkit.data.images import image_data
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, sentences, token_windows
 from slimkit.eval.latency import Timing, time_workload
-from slimkit.eval.metrics import accuracy, count_params, mean_cosine, perplexity, weight_sparsity
+from slimkit.eval.metrics import accuracy, count_params, mean_cosine, non_finite_warning, perplexity, weight_sparsity
 from slimkit.models.bundle import ModelBundle
 from slimkit.progress import progress_bar
 
@@ -56,6 +56,7 @@ class Measurement:
     sparsity: float
     size_bytes: int | None = None
     latency: dict[str, Timing] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a NaN metric; the report prints them
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -137,6 +138,7 @@ class Evaluation:
     def measure(self, bundle: ModelBundle, size_bytes: int | None = None) -> Measurement:
         """Quality, size, parameter count, sparsity and latency of ``bundle``."""
         value = self.quality(bundle)
+        warning = non_finite_warning(self.metric_name, value)
         return Measurement(self.metric_name, value, self.metric_name != "perplexity",
                            count_params(bundle.model), weight_sparsity(bundle.model), size_bytes,
-                           self.latency(bundle))
+                           self.latency(bundle), [warning] if warning else [])

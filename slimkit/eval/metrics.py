@@ -30,7 +30,22 @@ def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 1, progress:
         total_tokens += batch[:, 1:].numel()
         if progress:
             progress(len(batch))
-    return math.exp(total_nll / total_tokens)
+    try:
+        return math.exp(total_nll / total_tokens)  # NaN stays NaN; see non_finite_warning
+    except OverflowError:  # mean NLL above ~709 nats: the model is hopeless, not the arithmetic
+        return math.inf
+
+
+def non_finite_warning(metric: str, value: float) -> str | None:
+    """A report warning when ``metric`` came out NaN or infinite, else ``None``.
+
+    A NaN perplexity compares as neither better nor worse than any number, so without this line a
+    model that produces NaN logits would pass through a report unremarked.
+    """
+    if math.isfinite(value):
+        return None
+    return (f"{metric} is {value}: the model's outputs are not finite numbers on the evaluation data "
+            "(NaN/Inf weights or activations, or an overflow), so this measurement says nothing about its quality")
 
 
 @torch.no_grad()

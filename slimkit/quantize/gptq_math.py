@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from slimkit.numerics import check_finite
 from slimkit.quantize.primitives import QuantScheme, compute_qparams
 
 
@@ -67,6 +68,7 @@ def inverse_hessian_factor(h: Tensor, damp: float) -> Tensor:
 
     If the dampened Hessian is still not positive definite, ``λ`` grows tenfold until it is.
     """
+    check_finite(h, "the layer Hessian (from the calibration activations)")  # dampening cannot mend NaN
     cols = h.shape[0]
     lam = damp * float(torch.diagonal(h).mean())
     eye = torch.eye(cols, dtype=h.dtype)

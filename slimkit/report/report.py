@@ -55,6 +55,7 @@ class Report:
                 out.append(f"compressed model is SLOWER than the original at {key}: "
                            f"{t_after.median_ms:.1f} ms vs {t_before.median_ms:.1f} ms on this machine")
         b, a = self.before, self.after
+        out += [f"original model: {w}" for w in b.warnings] + [f"compressed model: {w}" for w in a.warnings]
         if b.size_bytes and a.size_bytes and a.size_bytes >= b.size_bytes:
             out.append("the saved artifact is not smaller than the original's")
         worse = a.value < b.value if b.higher_is_better else a.value > b.value

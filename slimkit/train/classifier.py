@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.numerics import check_finite_loss
 from slimkit.progress import progress_bar
 
 
@@ -49,6 +50,9 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
         config: schedule and optimizer settings.
         on_step: called with training progress in (0, 1] after each optimizer step.
         extra_loss: ``fn(model) -> scalar`` added to the cross-entropy of every batch.
+
+    Raises:
+        NonFiniteError: a step's loss is NaN or infinite (a diverging learning rate); the run stops there.
     """
     generator = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -68,6 +72,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
+                check_finite_loss(float(loss.detach()), step + 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

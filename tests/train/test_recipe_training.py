@@ -89,3 +89,12 @@ def test_train_section_refuses_models_it_cannot_train():
     bundle = ModelBundle(torch.nn.Linear(2, 2), "encoder", "x")
     with pytest.raises(ValueError, match="causal LMs and torch classifiers, not a encoder"):
         build_trainer(bundle, TrainSection(), "pydoc")
+
+
+def test_a_diverging_training_run_stops_and_saves_nothing(tmp_path):
+    from slimkit.numerics import NonFiniteError
+
+    recipe = _recipe([{"method": "prune.gradual", "final_sparsity": 0.5}], {"data": "digits", "epochs": 2, "lr": 1e30})
+    with pytest.raises(NonFiniteError, match=r"training step \d+: the loss is (nan|inf)"):
+        compress(lenet_bundle(in_features=64), recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
