@@ -40,6 +40,7 @@ class TrainSection(FrozenModel):
     ``samples`` (windows or images; default 64 windows / the whole split), ``batch_size`` (4 / 128) and
     ``lr`` (5e-5 AdamW linearly decayed / 1e-3 AdamW cosine-decayed) default per model kind.
     ``max_seconds`` stops early; the method's schedule then jumps to its end before finalizing.
+    ``seed`` fixes the order of the samples (and, for causal LMs, dropout), so a run repeats exactly.
     """
 
     data: str | None = None
@@ -69,7 +70,7 @@ def build_trainer(bundle: ModelBundle, section: TrainSection, default_data: str,
 
         def train_lm(model: nn.Module, on_step: OnStep) -> list[float]:
             return finetune_causal_lm(model, windows, steps, lr=lr, batch_size=batch_size,
-                                      max_seconds=section.max_seconds, on_step=on_step)
+                                      max_seconds=section.max_seconds, on_step=on_step, seed=section.seed)
 
         return train_lm
     if spec.is_text:
