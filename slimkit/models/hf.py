@@ -1,7 +1,10 @@
 """Loading Hugging Face models: model directories, GGUF files and sentence-transformers.
 
 Everything here is offline: ``local_files_only=True`` is always passed, so a hub id fails fast with
-our own message instead of a network timeout. The loaders first register slimkit's own architectures
+our own message instead of a network timeout. Weights are read from safetensors only
+(``use_safetensors=True``): a directory holding only pickles (``pytorch_model.bin``) is refused, since
+unpickling can run code. Files that transformers cannot read (an invalid ``config.json``, a malformed
+GGUF) become a ``ValueError`` naming the file. The loaders first register slimkit's own architectures
 (:func:`register_slim_bert`), so directories holding them load without ``trust_remote_code``.
 """
 
@@ -52,14 +55,55 @@ def hf_kind(config: Any) -> ModelKind:
     return "encoder"
 
 
-def load_hf_directory(path: Path, source: str) -> ModelBundle:
-    """Load a transformers model directory (``config.json`` + weights) in float32."""
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _read_config(path: Path) -> Any:
+    """The directory's transformers config; a broken ``config.json`` is a ValueError naming the file."""
     from transformers import AutoConfig
 
+    config_file = path / "config.json"
+    try:
+        if not isinstance(json.loads(config_file.read_text(encoding="utf-8")), dict):
+            raise ValueError("it is not a JSON object")
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - json, transformers and huggingface_hub raise many types
+        raise ValueError(f"{config_file}: not a usable transformers config ({type(err).__name__}: {err})") from None
+
+
+def check_safetensors_weights(path: Path, auto_class: str) -> None:
+    """Refuse a model directory whose weights are only pickle files, saying how to convert them.
+
+    Args:
+        path: the directory holding ``config.json`` and the weights.
+        auto_class: the transformers class that loads it, for the conversion command.
+    """
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in path.iterdir() if f.suffix in _PICKLE_SUFFIXES)
+    if not pickles:
+        raise ValueError(f"{path}: no weights found (expected model.safetensors, or model-*.safetensors shards)")
+    convert = f"from transformers import {auto_class} as M; M.from_pretrained('{path}').save_pretrained('{path}')"
+    raise ValueError(
+        f"{path}: the weights are pickle files ({', '.join(pickles)}), and slimkit loads safetensors only, "
+        f"because unpickling a file can run arbitrary code. If you trust the file, convert it once with "
+        f"python -c \"{convert}\" (writes model.safetensors), then load the directory again.")
+
+
+def _from_pretrained(auto_class: Any, path: Path) -> Any:
+    """``auto_class.from_pretrained`` in float32 from safetensors only; read errors name the directory."""
+    check_safetensors_weights(path, auto_class.__name__)
+    try:
+        return auto_class.from_pretrained(path, local_files_only=True, dtype="float32", use_safetensors=True)
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers raise many types
+        raise ValueError(f"{path}: transformers cannot load these weights ({type(err).__name__}: {err})") from None
+
+
+def load_hf_directory(path: Path, source: str) -> ModelBundle:
+    """Load a transformers model directory (``config.json`` + safetensors weights) in float32."""
     register_slim_bert()
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    kind = hf_kind(config)
-    model = _auto_class(kind).from_pretrained(path, local_files_only=True, dtype="float32")
+    kind = hf_kind(_read_config(path))
+    model = _from_pretrained(_auto_class(kind), path)
     return ModelBundle(model.eval(), kind, source, _tokenizer_if_present(path))
 
 
@@ -73,12 +117,22 @@ def _tokenizer_if_present(path: Path) -> Any:
 
 
 def load_gguf_file(path: Path, source: str) -> ModelBundle:
-    """Load a GGUF causal LM through transformers' ``gguf_file=`` loader (dequantized to float32)."""
+    """Load a GGUF causal LM through transformers' ``gguf_file=`` loader (dequantized to float32).
+
+    The header is checked first (:func:`slimkit.models.gguf_check.check_gguf_file`); whatever transformers
+    still cannot read (an unsupported architecture, say) becomes a ValueError naming the file.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True,
-                                                 dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    from slimkit.models.gguf_check import check_gguf_file
+
+    check_gguf_file(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True,
+                                                     dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers' GGUF path raises many types
+        raise ValueError(f"{path}: transformers cannot load this GGUF file ({type(err).__name__}: {err})") from None
     # The config remembers the GGUF origin; once dequantized the model is a plain float model.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -91,8 +145,29 @@ def load_sentence_transformer(path: Path, source: str) -> ModelBundle:
     from sentence_transformers import SentenceTransformer
 
     register_slim_bert()
-    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    for entry in _st_modules(path):
+        if entry["type"].endswith("Transformer"):
+            check_safetensors_weights(path / entry["path"], "AutoModel")
+    try:
+        model = SentenceTransformer(str(path), device="cpu", local_files_only=True,
+                                    model_kwargs={"use_safetensors": True})
+    except Exception as err:  # noqa: BLE001 - sentence-transformers and transformers raise many types
+        raise ValueError(f"{path}: sentence-transformers cannot load this model "
+                         f"({type(err).__name__}: {err})") from None
     return ModelBundle(model.eval(), "sentence-transformer", source, model.tokenizer)
+
+
+def _st_modules(path: Path) -> list[dict[str, Any]]:
+    """The entries of ``modules.json`` (type and sub-directory of each pipeline module)."""
+    modules_file = path / "modules.json"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        if not isinstance(modules, list) or not all(isinstance(m.get("type"), str) and isinstance(m.get("path"), str)
+                                                    for m in modules):
+            raise ValueError("expected a list of {\"type\": ..., \"path\": ...} entries")
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{modules_file}: not a usable sentence-transformers module list ({err})") from None
+    return modules
 
 
 def save_hf_skeleton(bundle: ModelBundle, out: Path) -> None:
