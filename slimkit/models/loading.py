@@ -2,7 +2,8 @@
 
 A spec is a packaged short name (``smollm2-135m``), a slimkit output directory, a Hugging Face or
 sentence-transformers directory, a ``.gguf`` file, or ``ARCH=WEIGHTS`` for a state-dict file of a
-registered torch architecture (``lenet-300-100=weights.pt``). Hub ids are refused with a plain explanation,
+registered torch architecture (``lenet-300-100=weights.pt``, with arguments
+``mlp[in_features=64,hidden=[32]]=weights.pt``). Hub ids are refused with a plain explanation,
 because slimkit never downloads at run time.
 """
 
@@ -14,7 +15,10 @@ from pathlib import Path
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.packaged import PACKAGED_MODELS, packaged_model_path
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A hub id is ``org/name`` or a bare ``name`` (``gpt2``, ``bert-base-uncased``); names ending like a weights
+# or config file are missing files, not hub ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_FILE_SUFFIXES = (".gguf", ".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".json", ".yaml", ".yml")
 
 
 def load_model(spec: str) -> ModelBundle:
@@ -25,18 +29,19 @@ def load_model(spec: str) -> ModelBundle:
     if path.exists():
         return _load_path(path, spec)
     if "=" in spec:
-        from slimkit.models.torch_io import load_torch_weights
+        from slimkit.models.torch_io import load_torch_spec
 
-        arch, _, weights = spec.partition("=")
-        return load_torch_weights(Path(weights).expanduser(), arch)
-    if _HUB_ID.match(spec):
+        return load_torch_spec(spec)
+    packaged = ", ".join(PACKAGED_MODELS)
+    if _HUB_ID.match(spec) and not spec.lower().endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(
-            f"{spec!r} looks like a Hugging Face hub id, but slimkit works offline and never downloads "
-            f"models. Download it elsewhere and pass the local directory, or use a packaged model: "
-            f"{', '.join(PACKAGED_MODELS)}."
+            f"{spec!r} is not a file or directory here, nor a packaged model ({packaged}); if it is a Hugging "
+            f"Face hub id: slimkit works offline and never downloads models. Download it elsewhere (e.g. "
+            f"`huggingface-cli download {spec} --local-dir DIR`) and pass the local directory, or use a "
+            f"packaged model."
         )
     raise FileNotFoundError(f"no model at {spec!r}: not a file or directory, and not one of the packaged "
-                            f"models ({', '.join(PACKAGED_MODELS)}).")
+                            f"models ({packaged}).")
 
 
 def _load_path(path: Path, source: str) -> ModelBundle:
