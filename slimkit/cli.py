@@ -1,7 +1,9 @@
 """The ``slimkit`` command line: compress, eval, bench, demo, list-methods.
 
-Every command turns expected failures (bad recipe, missing model package, corrupt file) into one
-clear paragraph on stderr and exit code 2, never a traceback.
+Every command turns expected failures (bad recipe or data spec, missing model package, corrupt file,
+unwritable output, full disk) into one clear paragraph on stderr and exit code 2, never a traceback.
+User text and error messages are printed as plain text, never parsed as rich markup (``hf:NAME[/CONFIG]``
+would be read as a closing tag). SIGTERM stops a command like Ctrl-C does, removing partial outputs.
 """
 
 from __future__ import annotations
@@ -14,22 +16,35 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markdown import Markdown
+from rich.text import Text
 
+from slimkit.atomic import sigterm_raises
 from slimkit.progress import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="slimkit: make trained networks smaller and faster, and measure what was lost.")
 T = TypeVar("T")
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, RuntimeError)
+# OSError covers a full disk (ENOSPC), a read-only or unwritable output and missing files.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, RuntimeError)
 DEMO_MODEL = "smollm2-135m"
+DATA_HELP = ("data spec: pydoc, text:PATH, hf:NAME[/CONFIG][:SPLIT] (namespaced: hf:ORG/NAME/CONFIG, "
+             "hf:ORG/NAME/ for the default config), fashion-mnist[:DIR], digits")
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"  # not "[Errno 28] No space left on device: '...'"
+    return str(err)
 
 
 def _run(fn: Callable[[], T]) -> T:
     try:
-        return fn()
+        with sigterm_raises():
+            return fn()
     except EXPECTED_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error: ", "bold red"), _message(err)), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -42,7 +57,8 @@ def _compress(model: str, recipe_path: Path, out: Path, calib: str | None, eval_
     report = compress(model, recipe, out, calib=calib, eval_data=eval_data, calib_samples=calib_samples,
                       overwrite=overwrite)
     console.print(Markdown(report.to_markdown()))
-    console.print(f"[bold green]wrote[/] {out} (model, slimkit.json, report.md, report.json, report.png)")
+    console.print(Text.assemble(("wrote ", "bold green"), f"{out} (model, slimkit.json, report.md, report.json, "
+                                "report.png)"))
 
 
 @app.command()
@@ -50,21 +66,28 @@ def compress(
     model: Annotated[str, typer.Argument(help="packaged name (smollm2-135m, minilm-l6), model dir or .gguf")],
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory (written atomically)")],
-    calib: Annotated[str | None, typer.Option(help="calibration data spec, e.g. pydoc or text:PATH")] = None,
-    eval_data: Annotated[str | None, typer.Option("--eval", help="evaluation data spec")] = None,
-    calib_samples: Annotated[int, typer.Option(help="calibration samples (windows/sentences/images)")] = 32,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output directory")] = False,
+    calib: Annotated[str | None, typer.Option(help=f"calibration {DATA_HELP}")] = None,
+    eval_data: Annotated[str | None, typer.Option("--eval", help=f"evaluation {DATA_HELP}")] = None,
+    calib_samples: Annotated[int, typer.Option(min=1, help="calibration samples (windows/sentences/images)")] = 32,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing slimkit output directory (only one "
+                                                 "holding nothing but the files slimkit wrote)")] = False,
 ) -> None:
-    """Apply a recipe to MODEL, save the result to OUT and print a before/after report."""
+    """Apply a recipe to MODEL, save the result to OUT and print a before/after report.
+
+    The model name, recipe, data specs and output location are checked before the model is loaded.
+    """
     _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite))
 
 
 def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool) -> None:
     from slimkit.atomic import directory_bytes
     from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
-    from slimkit.export.slimkit_format import HEADER_FILE, WEIGHTS_FILE, is_slimkit_dir
+    from slimkit.export.slimkit_format import REPORT_FILES, is_slimkit_dir
     from slimkit.models.loading import load_model
+    from slimkit.preflight import check_data_spec
 
+    if data is not None:
+        check_data_spec(data)
     bundle = load_model(model)
     cfg = EvalConfig(data=data, windows=windows, latency=LatencyConfig(enabled=latency))
     evaluation = Evaluation(bundle, cfg)
@@ -72,9 +95,7 @@ def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bo
         evaluation.quality(load_model(bundle.origin))  # the original's embeddings are the reference
     path = Path(model)
     if is_slimkit_dir(path):
-        size: int | None = sum(directory_bytes(p) for p in path.iterdir()
-                               if p.name not in ("report.json", "report.md", "recipe.yaml"))
-        assert (path / WEIGHTS_FILE).exists() and (path / HEADER_FILE).exists()
+        size: int | None = sum(directory_bytes(p) for p in path.iterdir() if p.name not in REPORT_FILES)
     else:
         size = directory_bytes(path) if path.exists() else _packaged_size(model)
     result = evaluation.measure(bundle, size)
@@ -96,8 +117,8 @@ def _packaged_size(name: str) -> int | None:
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Argument(help="model spec or slimkit output directory")],
-    data: Annotated[str | None, typer.Option(help="data spec (default: pydoc / fashion-mnist)")] = None,
-    windows: Annotated[int, typer.Option(help="perplexity windows of 512 tokens")] = 16,
+    data: Annotated[str | None, typer.Option(help=f"{DATA_HELP} (default: pydoc / fashion-mnist)")] = None,
+    windows: Annotated[int, typer.Option(min=1, help="perplexity windows of 512 tokens")] = 16,
     latency: Annotated[bool, typer.Option(help="measure CPU latency too")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> None:
@@ -107,24 +128,22 @@ def eval_command(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("slimkit-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (an earlier demo output there "
+                                                          "is replaced)")] = Path("slimkit-demo"),
 ) -> None:
     """Compress SmolLM2-135M to int8 with the default recipe and print the before/after report."""
-    from slimkit.export.slimkit_format import is_slimkit_dir
-
-    if out.exists() and not is_slimkit_dir(out):
-        _run(lambda: (_ for _ in ()).throw(FileExistsError(f"{out} exists and is not a slimkit output")))
     recipe_file = resources.files("slimkit") / "recipes" / "demo.yaml"
     with resources.as_file(recipe_file) as recipe_path:
+        # overwrite=True replaces only a slimkit output; anything else at OUT is refused (check_output).
         _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True))
 
 
 def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as_json: bool) -> None:
-    from slimkit.eval.speed import measure_speed, slower_warnings, speed_table
+    from slimkit.eval.speed import measure_speeds, slower_warnings, speed_table
     from slimkit.models.loading import load_model
 
     names = [model] + ([compare] if compare else [])
-    runs = [measure_speed(load_model(name), prompt_len, new_tokens) for name in names]
+    runs = measure_speeds([load_model(name) for name in names], prompt_len, new_tokens)
     warnings = slower_warnings(model, runs[0], compare, runs[1]) if compare else []
     if as_json:
         print(json.dumps({"models": {n: {s.name: {"value": s.value, "unit": s.unit} for s in run}
@@ -132,23 +151,27 @@ def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as
         return
     console.print(Markdown("\n".join(speed_table(names, runs))))
     for line in warnings:
-        console.print(f"[bold yellow]WARNING:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("WARNING: ", "bold yellow"), line), highlight=False, soft_wrap=True)
 
 
 @app.command()
 def bench(
     model: Annotated[str, typer.Argument(help="model spec or slimkit output directory to measure")],
     compare: Annotated[str | None, typer.Option(help="reference model, e.g. the original")] = None,
-    prompt_len: Annotated[int, typer.Option(help="prompt tokens for the prefill (causal LMs)")] = 512,
-    new_tokens: Annotated[int, typer.Option(help="greedy decode tokens (causal LMs)")] = 128,
+    prompt_len: Annotated[int, typer.Option(min=1, help="prompt tokens for the prefill (causal LMs)")] = 512,
+    new_tokens: Annotated[int, typer.Option(min=2, help="greedy decode tokens (causal LMs)")] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> None:
     """Measure speed on this CPU: prefill and decode tok/s at batch 1 (LMs) or latency per batch size.
 
-    With --compare, both models are measured side by side and a WARNING line is printed wherever
-    MODEL is slower than the reference.
+    With --compare, both models are measured side by side (language models round-robin, three runs
+    each, the fastest kept) and a WARNING line is printed wherever MODEL is slower than the reference.
     """
     _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
+
+
+def _field_summary(name: str, field: Any) -> str:
+    return f"{name} (required)" if field.is_required() else f"{name}={field.default!r}"
 
 
 @app.command("list-methods")
@@ -158,12 +181,12 @@ def list_methods() -> None:
     from slimkit.method import method_name, registered_configs
 
     for cls in registered_configs():
-        fields = ", ".join(f"{k}={v.default!r}" for k, v in cls.model_fields.items()
+        fields = ", ".join(_field_summary(k, v) for k, v in cls.model_fields.items()
                            if k not in ("method", "version", "targets"))
-        console.print(f"[bold]{method_name(cls)}[/]  ({cls.__name__}) {fields}", highlight=False)
+        console.print(Text.assemble((method_name(cls), "bold"), f"  ({cls.__name__}) {fields}"), highlight=False)
         doc = (cls.__doc__ or "").strip().splitlines()
         if doc:
-            console.print(f"    {doc[0]}", highlight=False)
+            console.print(Text(f"    {doc[0]}"), highlight=False)
 
 
 def main() -> None:

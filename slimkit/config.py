@@ -6,17 +6,49 @@ are errors, so a typo in a recipe fails loudly instead of silently doing nothing
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DEFAULT_MODULE_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv1D")
 
 
+def _number_types(annotation: Any) -> set[type] | None:
+    """``{int}``, ``{float}`` or both if ``annotation`` is a plain number field (``None`` allowed), else ``None``."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    members = tuple(get_args(m)[0] if get_origin(m) is Annotated else m for m in members)  # PositiveInt
+    numbers = {m for m in members if m in (int, float)}
+    return numbers if numbers and all(m in (int, float, type(None)) for m in members) else None
+
+
+def _check_number(value: Any, numbers: set[type]) -> None:
+    if isinstance(value, bool) or (float not in numbers and isinstance(value, (str, float))):
+        # pydantic's lax mode reads `bits: true` as 1 and `bits: "4"` / `4.0` as 4; a recipe means none of these
+        raise ValueError(f"expected {'a number' if float in numbers else 'an integer'}, got {value!r}")
+
+
 class FrozenModel(BaseModel):
-    """Pydantic base: immutable, strict about unknown keys."""
+    """Pydantic base: immutable, strict about unknown keys and about numbers.
+
+    Integer fields take only integers and number fields no booleans (``bits: true`` is an error, not
+    1 bit); number fields still read strings, because YAML reads ``1e-4`` as one.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        numbers = _number_types(annotation)
+        if numbers is not None:
+            _check_number(value, numbers)
+        elif get_origin(annotation) is tuple and isinstance(value, (list, tuple)):  # e.g. tuple[int, ...]
+            items = _number_types(get_args(annotation)[0]) if get_args(annotation) else None
+            for item in value if items is not None else ():
+                _check_number(item, items)
+        return value
 
 
 class Targets(FrozenModel):

@@ -1,12 +1,15 @@
 """The compress pipeline behind ``slimkit compress``: load → measure → apply steps → save → measure.
 
-The output directory is written atomically: it appears with the model, ``slimkit.json``,
+Everything that can be checked without loading the model (output location and free space, model
+name, data specs) is checked first (:mod:`slimkit.preflight`). The output directory is written
+atomically in the recipe's ``export.format``: it appears with the model, ``slimkit.json``,
 ``recipe.yaml``, ``report.json``, ``report.md`` and ``report.png`` together, or not at all.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -17,10 +20,11 @@ from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.spec import parse_data_spec
 from slimkit.eval.evaluate import Evaluation
-from slimkit.export.slimkit_format import saved_size, write_into
+from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
 from slimkit.method import ForwardLoop, StepReport
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
+from slimkit.preflight import check_compress
 from slimkit.progress import console, status
 from slimkit.quantize.packed import packed_header
 from slimkit.quantize.record import quant_records
@@ -28,6 +32,9 @@ from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
 from slimkit.train.recipe_training import build_trainer
+
+#: How each ``export.format`` of a recipe is written (the recipe refuses any other format).
+EXPORT_WRITERS: dict[str, Callable[[ModelBundle, Path], None]] = {"slimkit": write_into}
 
 
 def _default_data(bundle: ModelBundle) -> str:
@@ -45,11 +52,13 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         calib: calibration data spec (its calibration split); defaults to the eval data's kind.
         eval_data: evaluation data spec; overrides the recipe's ``eval.data``.
         calib_samples: number of calibration samples (windows, sentences or images).
-        overwrite: replace an existing output directory (atomically).
+        overwrite: replace an existing slimkit output directory (atomically); anything else at ``out``
+            (a file, a folder slimkit did not write, files added to an output) is refused.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    train_data = recipe.train.data if recipe.train else None
+    check_compress(model, out, data_specs=(calib, eval_data or recipe.eval.data, train_data),
+                   calib_samples=calib_samples, overwrite=overwrite)
     if isinstance(model, str):
         with status(f"loading {model}"):
             bundle = load_model(model)
@@ -75,17 +84,19 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
             bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
             steps.append(result)
+    check_output(out, overwrite)  # again: the directory may have changed while the model was compressed
     with atomic_directory(out, overwrite=overwrite) as tmp:
         with status(f"saving to {out}"):
-            write_into(bundle, tmp)
+            EXPORT_WRITERS[recipe.export.format](bundle, tmp)
         console.print("measuring the compressed model")
         after = evaluation.measure(bundle, directory_bytes(tmp))
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
                         str(out), _notes(bundle))
-        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        (tmp / "report.json").write_text(report.to_json())
-        (tmp / "report.md").write_text(report.to_markdown() + "\n![before and after](report.png)\n")
-        plot_before_after(report, tmp / "report.png")
+        recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
+        recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        json_file.write_text(report.to_json())
+        md_file.write_text(report.to_markdown() + f"\n![before and after]({png_file.name})\n")
+        plot_before_after(report, png_file)
     return report
 
 

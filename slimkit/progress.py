@@ -1,4 +1,8 @@
-"""Rich progress bars for every step that takes more than a moment."""
+"""Rich progress bars for every step that takes more than a moment.
+
+Nothing printed through this console is parsed as rich markup: messages carry user text (paths, data
+specs like ``hf:NAME[/CONFIG]``) that would otherwise be read as tags, or crash the printer.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False)
 
 
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """Show a bar while the block runs; yields ``advance(n)``."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
 
@@ -29,5 +34,5 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
 @contextmanager
 def status(message: str) -> Iterator[None]:
     """A spinner for a single long call without countable progress (e.g. loading a model)."""
-    with console.status(message):
+    with console.status(Text(message)):  # a str status is always parsed as markup
         yield

@@ -1,5 +1,6 @@
 """YAML recipes: ``version``, a list of ``steps`` (each a registered method and its config fields),
-and optional ``eval``, ``train`` and ``export`` sections.
+and optional ``eval``, ``train`` and ``export`` sections. ``export: {format: slimkit}`` picks the format
+``slimkit compress`` writes; only ``slimkit`` exists so far, and any other format is refused.
 
 Every error names the file, the step and the key, so a user can fix a recipe without reading code.
 """
@@ -7,10 +8,10 @@ Every error names the file, the step and the key, so a user can fix a recipe wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from slimkit.config import BaseConfig, FrozenModel
 from slimkit.eval.evaluate import EvalConfig
@@ -24,10 +25,23 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, step and key."""
 
 
-class ExportConfig(FrozenModel):
-    """How the compressed model is written. Only the slimkit packed format exists so far."""
+#: The formats ``export.format`` may name; ``slimkit compress`` writes the output in that format.
+EXPORT_FORMATS = ("slimkit",)
 
-    format: Literal["slimkit"] = "slimkit"
+
+class ExportConfig(FrozenModel):
+    """How the compressed model is written: ``format`` picks the writer. Only the slimkit packed format
+    (``slimkit.json`` + ``slimkit.safetensors``, loadable with ``slimkit.load``) exists so far."""
+
+    format: str = "slimkit"
+
+    @field_validator("format")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in EXPORT_FORMATS:
+            raise ValueError(f"export format {value!r} is not supported; supported formats: "
+                             f"{', '.join(EXPORT_FORMATS)}")
+        return value
 
 
 class Recipe(FrozenModel):
@@ -76,10 +90,11 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: a recipe must be a mapping with 'version' and 'steps'")
     unknown = set(data) - {"version", "steps", "eval", "train", "export"}
     if unknown:
-        raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: version, steps, "
-                          "eval, train, export")
-    if data.get("version", RECIPE_VERSION) != RECIPE_VERSION:
-        raise RecipeError(f"{source}: recipe version {data.get('version')!r} is not supported (expected "
+        raise RecipeError(f"{source}: unknown top-level key(s) {sorted(map(str, unknown))}; allowed: version, "
+                          "steps, eval, train, export")
+    version = data.get("version", RECIPE_VERSION)
+    if type(version) is not int or version != RECIPE_VERSION:  # `version: true` is not 1
+        raise RecipeError(f"{source}: recipe version {version!r} is not supported (expected "
                           f"{RECIPE_VERSION})")
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -112,9 +127,13 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a YAML recipe file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise RecipeError(f"{path}: cannot read recipe ({err.strerror})") from None
-    except yaml.YAMLError as err:
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not a text file (byte {err.start}: {err.reason}); a recipe is UTF-8 YAML") from None
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: e.g. a date like 2024-13-45
         raise RecipeError(f"{path}: invalid YAML ({err})") from None
     return recipe_from_dict(data, str(path))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from slimkit.config import FrozenModel
@@ -28,7 +28,7 @@ class LatencyConfig(FrozenModel):
     """How CPU latency is measured: batch sizes, input length, warm-up and timed repeats."""
 
     enabled: bool = True
-    batch_sizes: tuple[int, ...] = (1,)
+    batch_sizes: tuple[PositiveInt, ...] = Field((1,), min_length=1)
     seq_len: int = Field(128, ge=1)
     warmup: int = Field(2, ge=0)
     repeats: int = Field(5, ge=1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
 from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
-from slimkit.eval.generation import measure_generation
+from slimkit.eval.generation import measure_generation_side_by_side
 from slimkit.models.bundle import ModelBundle
 from slimkit.report.report import SLOWER_TOLERANCE
 
@@ -33,14 +33,33 @@ class Speed:
 
 def measure_speed(bundle: ModelBundle, prompt_len: int = 512, new_tokens: int = 128) -> list[Speed]:
     """Prefill and decode tokens/s at batch 1 for causal LMs; median latency per batch size otherwise."""
-    if bundle.kind == "causal-lm":
-        if bundle.tokenizer is None:
-            raise ValueError(f"{bundle.source}: a tokenizer is needed to build the benchmark prompt")
-        docs = documents(parse_data_spec("pydoc"), "eval")
-        prompt = token_windows(bundle.tokenizer, docs, prompt_len, 1)  # (1, prompt_len)
-        t = measure_generation(bundle.model, prompt, new_tokens, warmup=1, repeats=1)
-        return [Speed(f"prefill {t.prompt_tokens} tokens", t.prefill_tokens_per_s, "tok/s", True),
-                Speed(f"greedy decode {t.new_tokens} tokens", t.decode_tokens_per_s, "tok/s", True)]
+    return measure_speeds([bundle], prompt_len, new_tokens, rounds=1)[0]
+
+
+def measure_speeds(bundles: list[ModelBundle], prompt_len: int = 512, new_tokens: int = 128,
+                   rounds: int = 3) -> list[list[Speed]]:
+    """:func:`measure_speed` of several models of one kind, in the same order.
+
+    Causal LMs are timed round-robin on the same prompt (``rounds`` runs each, the fastest kept; see
+    :func:`slimkit.eval.generation.measure_generation_side_by_side`), so background load on a shared
+    CPU hits every model alike. Other kinds are timed one after the other per model.
+    """
+    kinds = sorted({b.kind for b in bundles})
+    if len(kinds) > 1:
+        raise ValueError(f"cannot compare the speed of models of different kinds ({', '.join(kinds)})")
+    if bundles[0].kind != "causal-lm":
+        return [_latencies(b) for b in bundles]
+    tokenizer = bundles[0].tokenizer
+    if tokenizer is None:
+        raise ValueError(f"{bundles[0].source}: a tokenizer is needed to build the benchmark prompt")
+    docs = documents(parse_data_spec("pydoc"), "eval")
+    prompt = token_windows(tokenizer, docs, prompt_len, 1)  # (1, prompt_len)
+    timings = measure_generation_side_by_side([b.model for b in bundles], prompt, new_tokens, rounds=rounds)
+    return [[Speed(f"prefill {t.prompt_tokens} tokens", t.prefill_tokens_per_s, "tok/s", True),
+             Speed(f"greedy decode {t.new_tokens} tokens", t.decode_tokens_per_s, "tok/s", True)] for t in timings]
+
+
+def _latencies(bundle: ModelBundle) -> list[Speed]:
     config = EvalConfig(windows=1, samples=max(LATENCY_BATCH_SIZES),
                         latency=LatencyConfig(batch_sizes=LATENCY_BATCH_SIZES))
     timings = Evaluation(bundle, config).latency(bundle)
