@@ -12,6 +12,7 @@ calibration activations; the rest of the model never runs after the first captur
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,18 +47,35 @@ class _FirstBlockReached(Exception):
     """Raised by the capture hook to stop a forward once block 0's inputs are recorded."""
 
 
+def _swallowing_stop(fn: Callable[..., Any]) -> Callable[..., None]:
+    def call(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except _FirstBlockReached:
+            pass
+    return call
+
+
 class _StopAtFirstBlock(nn.Module):
-    """Calls the model and swallows :class:`_FirstBlockReached`, so ``forward_loop`` keeps looping."""
+    """Calls the model and swallows :class:`_FirstBlockReached`, so ``forward_loop`` keeps looping.
+
+    Other methods the loop calls (a sentence-transformers ``model.encode(...)``) are the model's own,
+    wrapped the same way; they return None during the capture.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
+        _swallowing_stop(self.model)(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
         try:
-            self.model(*args, **kwargs)
-        except _FirstBlockReached:
-            pass
+            return super().__getattr__(name)  # this wrapper's own submodule: the model
+        except AttributeError:
+            attr = getattr(self.model, name)
+            return _swallowing_stop(attr) if inspect.ismethod(attr) else attr
 
 
 def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:

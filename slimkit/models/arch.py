@@ -29,12 +29,19 @@ def _follow(model: nn.Module, path: tuple[str, ...]) -> nn.ModuleList | None:
     return node if isinstance(node, nn.ModuleList) else None
 
 
+def _candidates(model: nn.Module) -> list[nn.Module]:
+    """``model`` itself, then the transformers model a sentence-transformers pipeline wraps (its
+    Transformer module's ``auto_model``)."""
+    inner = [getattr(child, "auto_model", None) for child in model.children()]
+    return [model] + [m for m in inner if isinstance(m, nn.Module)]
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The stack of transformer blocks of ``model``, in execution order.
 
     Args:
-        model: a Hugging Face Llama-style causal LM (``model.model.layers``) or BERT-style encoder
-            (``encoder.layer``).
+        model: a Hugging Face Llama-style causal LM (``model.model.layers``), a BERT-style encoder
+            (``encoder.layer``), or a sentence-transformers pipeline wrapping one.
 
     Returns:
         The ``nn.ModuleList`` of blocks.
@@ -42,13 +49,15 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     Raises:
         ValueError: the architecture is not one slimkit knows how to walk layer by layer.
     """
-    for path in _LAYER_PATHS:
-        layers = _follow(model, path)
-        if layers is not None and len(layers) > 0:
-            return layers
+    for candidate in _candidates(model):
+        for path in _LAYER_PATHS:
+            layers = _follow(candidate, path)
+            if layers is not None and len(layers) > 0:
+                return layers
     known = ", ".join(".".join(p) for p in _LAYER_PATHS)
-    raise ValueError(f"{type(model).__name__}: no stack of transformer layers found (looked for {known}); "
-                     "sequential calibrated methods support Llama-style decoders and BERT-style encoders")
+    raise ValueError(f"{type(model).__name__}: no stack of transformer layers found (looked for {known}, also "
+                     "inside a sentence-transformers pipeline); sequential calibrated methods support Llama-style "
+                     "decoders and BERT-style encoders")
 
 
 def layer_prefix(model: nn.Module, layers: nn.ModuleList, index: int) -> str:
