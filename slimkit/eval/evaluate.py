@@ -7,6 +7,7 @@ CPU latency. The first model measured is the reference for fidelity metrics.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, sentences, token_windows
 from slimkit.eval.latency import Timing, time_workload
 from slimkit.eval.metrics import accuracy, count_params, mean_cosine, non_finite_warning, perplexity, weight_sparsity
+from slimkit.models.arch import torch_input_shape
 from slimkit.models.bundle import ModelBundle
 from slimkit.progress import progress_bar
 
@@ -64,6 +66,16 @@ class Measurement:
         return out
 
 
+def _check_images_fit(bundle: ModelBundle, sample: tuple[int, ...], data: str) -> None:
+    """Refuse images whose shape the torch model cannot take (a 64-input MLP on 28×28 Fashion-MNIST),
+    naming both shapes, instead of a matrix-size error from inside the model."""
+    shape = torch_input_shape(bundle.model, bundle.arch)
+    if shape is None or sample == shape or (len(shape) == 1 and math.prod(sample) == shape[0]):
+        return
+    raise ValueError(f"{bundle.source} takes inputs of shape {shape}, but the {data} images are {sample}; "
+                     "evaluate it on data of its input size (--data, e.g. digits for 8×8 = 64 features)")
+
+
 class Evaluation:
     """Fixed evaluation inputs for one kind of model, reused for every model measured."""
 
@@ -79,6 +91,7 @@ class Evaluation:
         c = self.config
         if self.kind == "torch":
             self.images, self.labels = image_data(self.spec.kind, self.spec.arg, "test")
+            _check_images_fit(bundle, tuple(self.images.shape[1:]), str(self.spec))
             return
         if not self.spec.is_text:
             raise ValueError(f"a {self.kind} model is evaluated on text; {self.spec} is an image data set")

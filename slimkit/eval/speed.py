@@ -2,7 +2,8 @@
 
 Causal LMs are measured the way LLM users compare runtimes: prefill tokens/s of one prompt and greedy
 decode tokens/s at batch 1 (:func:`slimkit.eval.generation.measure_generation`). Other kinds are
-measured by median latency per batch size (:meth:`slimkit.eval.evaluate.Evaluation.latency`). When a
+measured by median latency per batch size (:meth:`slimkit.eval.evaluate.Evaluation.latency`; torch models
+on random inputs of their own input shape, :func:`torch_benchmark_input`). When a
 reference is given, every quantity where the model is slower than the reference beyond the noise band
 of :data:`slimkit.report.report.SLOWER_TOLERANCE` becomes a warning.
 """
@@ -10,11 +11,17 @@ of :data:`slimkit.report.report.SLOWER_TOLERANCE` becomes a warning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import Tensor
 
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
 from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
 from slimkit.eval.generation import measure_generation_side_by_side
+from slimkit.eval.latency import time_workload
+from slimkit.models.arch import torch_input_shape
 from slimkit.models.bundle import ModelBundle
 from slimkit.report.report import SLOWER_TOLERANCE
 
@@ -60,10 +67,36 @@ def measure_speeds(bundles: list[ModelBundle], prompt_len: int = 512, new_tokens
 
 
 def _latencies(bundle: ModelBundle) -> list[Speed]:
+    if bundle.kind == "torch":
+        return _torch_latencies(bundle)
     config = EvalConfig(windows=1, samples=max(LATENCY_BATCH_SIZES),
                         latency=LatencyConfig(batch_sizes=LATENCY_BATCH_SIZES))
     timings = Evaluation(bundle, config).latency(bundle)
     return [Speed(f"latency {key}", t.median_ms, "ms", False) for key, t in timings.items()]
+
+
+def torch_benchmark_input(bundle: ModelBundle, batch: int) -> Tensor:
+    """Random inputs (batch, *sample shape) that fit a torch model, from :func:`torch_input_shape`.
+
+    Raises:
+        ValueError: the input shape cannot be told (a convolutional model without a registered ``input_shape``).
+    """
+    shape = torch_input_shape(bundle.model, bundle.arch)
+    if shape is None:
+        raise ValueError(f"{bundle.source}: cannot tell the input shape of this torch model (its first layer is a "
+                         "convolution, whose weights do not fix the image size, or it has no Linear layer); "
+                         "register its architecture with slimkit.models.register_architecture(name, input_shape=...)")
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+
+
+def _torch_latencies(bundle: ModelBundle) -> list[Speed]:
+    """Median latency per batch size on random inputs of the model's own input shape (no data set needed)."""
+    lc, speeds = LatencyConfig(), []
+    for batch in LATENCY_BATCH_SIZES:
+        x = torch_benchmark_input(bundle, batch)
+        t = time_workload(partial(bundle.model, x), batch, lc.warmup, lc.repeats)
+        speeds.append(Speed(f"latency batch{batch}", t.median_ms, "ms", False))
+    return speeds
 
 
 def slower_warnings(model: str, measured: list[Speed], reference_name: str, reference: list[Speed]) -> list[str]:

@@ -1,14 +1,19 @@
-"""Per-architecture facts in one place: where a model keeps its stack of decoder/encoder layers.
+"""Per-architecture facts in one place: where a model keeps its stack of decoder/encoder layers, and
+what one input sample of a plain torch model looks like.
 
 Sequential calibrated methods (GPTQ, AWQ, SparseGPT, Wanda) walk a model one transformer block at a
 time; this module is the only place that knows the attribute paths of each supported family.
+``bench`` and ``eval`` build or check torch inputs with :func:`torch_input_shape`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
+
+from slimkit.models.zoo import architecture_input_shape
 
 # Attribute paths to the block stack, tried in order: Llama-style causal LMs (model.model.layers),
 # a bare Llama-style decoder (model.layers), BERT-style encoders with or without a task head.
@@ -114,3 +119,27 @@ def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
 #: Linears whose outputs only feed attention scores (through a softmax): AWQ leaves their range unclipped,
 #: since the Linear output error understates how much a clipped query/key changes attention.
 ATTENTION_SCORE_LINEARS = ("self_attn.q_proj", "self_attn.k_proj")
+
+
+def torch_input_shape(model: nn.Module, arch: dict[str, Any] | None = None) -> tuple[int, ...] | None:
+    """Shape of one input sample (no batch dimension) of a plain torch model, or None when it cannot be told.
+
+    A registered architecture with an ``input_shape`` says it itself (``small-cnn`` → ``(1, 28, 28)``).
+    Otherwise the first layer decides when it can: a Linear (or a packed layer with ``in_features``) reads
+    ``(in_features,)``; a convolution's weights fix its channels but not the image size, so it gives None.
+
+    Args:
+        model: the module.
+        arch: the bundle's ``{"name", "kwargs"}`` registry entry, if any.
+    """
+    if arch:
+        shape = architecture_input_shape(arch["name"], arch.get("kwargs"))
+        if shape is not None:
+            return shape
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return None
+        in_features = getattr(module, "in_features", None)
+        if isinstance(in_features, int):
+            return (in_features,)
+    return None

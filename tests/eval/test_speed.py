@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -65,3 +66,39 @@ def test_side_by_side_generation_times_every_model_and_keeps_its_greedy_tokens()
     assert len(timings) == 2 and all(t.decode_tokens_per_s > 0 and t.prompt_tokens == 12 for t in timings)
     for model, timing in zip([small, other], timings, strict=True):  # each timing belongs to its own model
         assert torch.equal(timing.tokens, measure_generation(model, prompt, new_tokens=6).tokens)
+
+
+# --- issue 21 item 7: bench builds inputs from the model's own input shape -----------------------------
+
+
+def test_bench_cli_times_a_64_input_mlp_on_inputs_of_its_own_width(tmp_path):
+    from slimkit.models.zoo import build_architecture
+
+    torch.save(build_architecture("mlp", {"in_features": 64, "hidden": [32], "classes": 3}).state_dict(),
+               tmp_path / "w.pt")
+    saved = save(lenet_bundle(in_features=64), tmp_path / "lenet64")
+    for spec in (f"mlp[in_features=64,hidden=[32],classes=3]={tmp_path / 'w.pt'}", str(saved)):
+        result = CliRunner().invoke(app, ["bench", spec, "--json"])
+        assert result.exit_code == 0, result.output
+        assert set(json.loads(result.stdout)["models"][spec]) == {"latency batch1", "latency batch8", "latency batch32"}
+
+
+def test_bench_input_shapes_come_from_the_registry_or_the_first_linear():
+    from slimkit.eval.speed import torch_benchmark_input
+    from slimkit.models import torch_bundle
+    from slimkit.models.zoo import build_architecture
+
+    cnn = torch_bundle(build_architecture("small-cnn", {"in_channels": 3, "widths": [4], "image_size": 12}),
+                       "small-cnn", {"in_channels": 3, "widths": [4], "image_size": 12})
+    assert torch_benchmark_input(cnn, 8).shape == (8, 3, 12, 12)
+    assert len(measure_speed(cnn)) == 3
+    plain = torch_bundle(torch.nn.Sequential(torch.nn.Linear(12, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+    assert torch_benchmark_input(plain, 2).shape == (2, 12)
+
+
+def test_bench_of_a_convolution_without_a_known_image_size_is_a_clear_error():
+    from slimkit.models import torch_bundle
+
+    conv = torch_bundle(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()))
+    with pytest.raises(ValueError, match=r"Sequential: cannot tell the input shape.*register_architecture"):
+        measure_speed(conv)
