@@ -42,10 +42,11 @@ def check_model_spec(spec: str) -> int | None:
             read_header(path)
         return directory_bytes(path)
     if "=" in spec:
-        arch, _, weights = spec.partition("=")
+        from slimkit.models.torch_io import parse_arch_spec
+
+        arch, _, file = parse_arch_spec(spec)  # ARCH=WEIGHTS or ARCH[key=value,...]=WEIGHTS
         if arch not in architecture_names():
             raise ValueError(f"{spec}: unknown architecture {arch!r} (registered: {', '.join(architecture_names())})")
-        file = Path(weights).expanduser()
         if not file.is_file():
             raise FileNotFoundError(f"{spec}: no weights file at {file}")
         return file.stat().st_size

@@ -102,3 +102,23 @@ def test_check_finite_passes_finite_and_integer_tensors():
     check_finite(torch.arange(4), "ids")
     with pytest.raises(ValueError, match="x holds 0 NaN and 2 infinite values"):  # a ValueError: the CLI's exit 2
         check_finite(torch.tensor([1.0, float("inf"), -float("inf")]), "x")
+
+
+def test_the_cli_stops_with_one_paragraph_and_exit_2_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from slimkit.cli import app
+    from tests._models import lenet_bundle
+
+    model = lenet_bundle(in_features=64).model
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    torch.save(model.state_dict(), tmp_path / "nan.pt")
+    recipe = tmp_path / "rtn.yaml"
+    recipe.write_text("version: 1\nsteps:\n  - {method: quant.rtn, bits: 8}\n"
+                      "eval: {data: digits, latency: {enabled: false}}\n")
+    result = CliRunner().invoke(app, ["compress", f"lenet-300-100[in_features=64]={tmp_path / 'nan.pt'}",
+                                      "--recipe", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "quant.rtn: weight 1.weight holds 1 NaN and 0 infinite values" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
