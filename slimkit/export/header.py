@@ -121,7 +121,10 @@ def _check_entry(name: Any, entry: Any, entries: dict[str, Any], where: str) -> 
 
 def scheme_of(entry: dict[str, Any], where: str) -> QuantScheme:
     """The quantization scheme an ``int`` entry describes, with each field's type checked."""
-    fields = {k: entry.get(k) for k in ("bits", "symmetric", "granularity", "group_size")}
+    missing = [k for k in ("bits", "symmetric", "granularity", "group_size") if k not in entry]
+    if missing:
+        raise FormatError(f"{where}: a quantized entry needs {', '.join(repr(k) for k in missing)}")
+    fields = {k: entry[k] for k in ("bits", "symmetric", "granularity", "group_size")}
     bits, symmetric, granularity, group_size = fields.values()
     kind = entry.get("kind", "int")
     if not _is_int(bits) or not isinstance(symmetric, bool) or granularity not in get_args(Granularity) \
