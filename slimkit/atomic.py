@@ -97,10 +97,16 @@ def _publish(tmp: Path, out: Path) -> None:
         tmp.rename(out)
         return
     backup = out.parent / f".{out.name}.old-{os.getpid()}"
-    with _signals_deferred():  # a stop between the renames would leave neither the old nor the new output
+    # A stop between the renames would leave neither the old nor the new output, and one right after
+    # them the hidden backup: a stop waits until the backup is gone.
+    with _signals_deferred():
         out.rename(backup)
-        tmp.rename(out)
-    shutil.rmtree(backup, ignore_errors=True)
+        try:
+            tmp.rename(out)
+        except OSError:
+            backup.rename(out)  # put the old output back
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
     if backup.exists():
         raise OSError(f"wrote {out}, but could not remove the previous output moved aside to {backup}")
 

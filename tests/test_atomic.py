@@ -62,3 +62,21 @@ def test_a_handler_the_program_installed_is_left_alone():
         assert seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_while_replacing_waits_until_the_old_copy_is_gone(tmp_path, monkeypatch):
+    import slimkit.atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old")
+    real_rmtree = slimkit.atomic.shutil.rmtree
+
+    def stop_then_remove(path, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the old output is being removed
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(slimkit.atomic.shutil, "rmtree", stop_then_remove)
+    with pytest.raises(Terminated), atomic_directory(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(out) == ["b.txt"]  # no hidden .out.old-PID
