@@ -49,13 +49,29 @@ def sigterm_raises() -> Iterator[None]:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for a few system calls that must not be split (the two renames)."""
-    stops = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    """Hold Ctrl-C and SIGTERM back for a few file operations that must not be split, then deliver them.
+
+    Blocking the signals at the OS level is not enough: any other thread (torch's, OpenMP's) receives
+    them and Python still runs the handler in the main thread. So the handlers are swapped for ones
+    that only record the signal, and the real handler runs once the block is done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in stops}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def check_replaceable(out: Path, overwrite: bool) -> None:
