@@ -60,7 +60,7 @@ def _signals_deferred() -> Iterator[None]:
         return
     caught: list[int] = []
     stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in stops}
+    previous = {int(s): signal.signal(s, lambda signum, frame: caught.append(signum)) for s in stops}
     try:
         yield
     finally:

@@ -44,10 +44,10 @@ class FrozenModel(BaseModel):
         numbers = _number_types(annotation)
         if numbers is not None:
             _check_number(value, numbers)
-        elif get_origin(annotation) is tuple and isinstance(value, (list, tuple)):  # e.g. tuple[int, ...]
-            items = _number_types(get_args(annotation)[0]) if get_args(annotation) else None
-            for item in value if items is not None else ():
-                _check_number(item, items)
+        elif get_origin(annotation) is tuple and get_args(annotation) and isinstance(value, (list, tuple)):
+            items = _number_types(get_args(annotation)[0])  # e.g. tuple[int, ...]
+            for item in value if items else ():
+                _check_number(item, items or set())
         return value
 
 
