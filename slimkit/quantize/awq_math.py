@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from slimkit.quantize.primitives import QuantScheme, compute_qparams, dequantize, quantize, quantize_dequantize
+from slimkit.quantize.primitives import QuantScheme, quantize_dequantize, searched_qparams
 
 
 @dataclass
@@ -94,26 +93,11 @@ def clipped_grid(w: Tensor, h: Tensor, scheme: QuantScheme, ratios: tuple[float,
 
     Args:
         w: weights (rows, cols).
-        h: Hessian of the inputs (cols, cols).
+        h: Hessian of the inputs (cols, cols) the weights read (see :func:`folded_hessian`).
         scheme: the RTN grid (channel or group granularity).
         ratios: candidate range ratios in (0, 1]; include 1.0 to allow no clipping.
 
     Returns:
         ``(scale, zero)``, each (rows, n_groups).
     """
-    w = w.float()
-    rows, cols = w.shape
-    scale, zero = compute_qparams(w, scheme)  # (rows, n_groups)
-    width = scheme.group_width(cols) if scale.shape[1] > 1 else cols
-    starts = range(0, cols, width)
-    best_err = torch.full_like(scale, float("inf"))
-    best_scale = scale.clone()
-    for ratio in ratios:
-        trial = scale * ratio
-        delta = w - dequantize(quantize(w, trial, zero, scheme), trial, zero, scheme)  # (rows, cols)
-        err = torch.stack([((delta[:, s:s + width] @ h[s:s + width, s:s + width].float())
-                            * delta[:, s:s + width]).sum(1) for s in starts], dim=1)  # (rows, n_groups)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_scale = torch.where(better, trial, best_scale)
-    return best_scale, zero
+    return searched_qparams(w, scheme, ratios, hessian=h)

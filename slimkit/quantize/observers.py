@@ -8,7 +8,10 @@ Four ways to pick the clipping range ``[lo, hi]`` of an activation tensor, per t
 * ``mse``: the shrink ratio of the min-max range that minimises the mean squared quantization error
   of that sample (a grid search).
 :func:`range_to_qparams` turns a range into the scale and zero point of a symmetric or affine grid; the
-range always contains 0 so that zero stays exactly representable.
+range always contains 0 so that zero stays exactly representable. A symmetric grid takes the smallest step
+that covers the range, ``max(lo / qmin, hi / qmax)``: a range whose negative end dominates uses the level
+-128, which ``absmax / qmax`` never did (the ``covering`` scale of
+:func:`slimkit.quantize.primitives.symmetric_scale`; an observer keeps no values to compare the other on).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def range_to_qparams(lo: Tensor, hi: Tensor, grid: ActivationGrid) -> tuple[Tens
     """Scale and integer-valued zero point for the clipping range ``[lo, hi]`` (same shapes as ``lo``)."""
     lo, hi = lo.float().clamp_max(0.0), hi.float().clamp_min(0.0)
     if grid.symmetric:
-        scale = torch.maximum(-lo, hi).clamp_min(_EPS) / grid.qmax
+        scale = torch.maximum(lo / grid.qmin, hi / grid.qmax).clamp_min(_EPS)
         return scale, torch.zeros_like(scale)
     scale = ((hi - lo) / (grid.qmax - grid.qmin)).clamp_min(_EPS)
     zero = torch.round(grid.qmin - lo / scale).clamp(grid.qmin, grid.qmax)

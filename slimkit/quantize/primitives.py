@@ -5,7 +5,13 @@ along ``cols`` (the input dimension). A group size that does not divide ``cols``
 last group ("ragged"), which is how hidden sizes like 576 are quantized at group 128.
 
 Integer grids:
-* symmetric, b bits: q ∈ [-2^(b-1), 2^(b-1) - 1], x ≈ q · scale, scale = absmax / (2^(b-1) - 1);
+* symmetric, b bits: q ∈ [-2^(b-1), 2^(b-1) - 1], x ≈ q · scale, all 2^b levels in use (the old
+  ``absmax / (2^(b-1) - 1)`` never reached -2^(b-1): 15 of 16 levels at 4 bits). Per group, the better
+  (lower squared error) of two scales that cover [min, max] on the whole grid, see :func:`symmetric_scale`.
+  On Gaussian weights this has 0.84× the old error at 4 bits (g128), 0.67× at 3 bits, 0.98× at 8 bits;
+  compressed-tensors' ``absmax / ((qmax - qmin) / 2)`` alone (0.89× at 4-bit g128) is worse than the old
+  grid on small groups and at 8 bits (1.04× at 4-bit g16, 1.015× at 8-bit g128): it always costs the
+  extreme weight half a step;
 * affine,    b bits: q ∈ [0, 2^b - 1],             x ≈ (q - zero) · scale; the range always contains 0
   so that zero is exactly representable (padding and pruned weights stay zero);
 * binary (1 bit):  q ∈ {-1, +1}, x ≈ q · α with α = mean |w| of the group (sign × mean magnitude);
@@ -13,6 +19,9 @@ Integer grids:
   α = mean |w| over the weights above Δ.
 Binary and ternary store α as ``scale`` and a zero ``zero_point``; :meth:`QuantScheme.codes` maps their
 levels to unsigned codes of 1 and 2 bits for packing.
+
+:func:`searched_qparams` shrinks the min-max scale per group by the candidate ratio with the least squared
+(or Hessian-weighted) error: RTN's ``scale_search: mse`` and AWQ's clipping.
 """
 
 from __future__ import annotations
@@ -136,7 +145,7 @@ def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
         scale = _binary_alpha(g, pad) if scheme.kind == "binary" else _ternary_alpha_delta(g, pad)[0]
         zero = torch.zeros_like(scale)
     elif scheme.symmetric:
-        scale = g.abs().amax(dim=-1).clamp_min(_EPS) / scheme.qmax
+        scale = symmetric_scale(g, scheme)
         zero = torch.zeros_like(scale)
     else:
         lo = g.amin(dim=-1).clamp_max(0.0)
@@ -146,6 +155,28 @@ def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     if scheme.granularity == "tensor":
         scale, zero = scale.expand(w.shape[0], 1).contiguous(), zero.expand(w.shape[0], 1).contiguous()
     return scale, zero
+
+
+def symmetric_scale(g: Tensor, scheme: QuantScheme) -> Tensor:
+    """Whole-grid symmetric scale of each group of ``g`` (rows, n_groups, width): (rows, n_groups).
+
+    Two candidates, both mapping a dominant negative extreme exactly onto ``qmin`` (-8 at 4 bits, as
+    llama.cpp's Q4_0 maps a block's extreme to -8):
+    ``covering = max(min / qmin, max / qmax)``, the smallest step that holds [min, max] (never clips), and
+    ``finer = max(min / qmin, max / (qmax + 1/2))``, which lets a dominant positive extreme be clamped to
+    ``qmax`` by at most half a step (compressed-tensors' /7.5 on that side) for a finer step. Each group
+    keeps the one with the lower squared rounding error, ``covering`` on ties, so weights already on a grid
+    get their own scale back. Zero padding of a ragged group adds no error to either.
+    """
+    lo, hi = g.amin(dim=-1).clamp_max(0.0), g.amax(dim=-1).clamp_min(0.0)  # (rows, n_groups)
+    covering = torch.maximum(lo / scheme.qmin, hi / scheme.qmax).clamp_min(_EPS)
+    finer = torch.maximum(lo / scheme.qmin, hi / (scheme.qmax + 0.5)).clamp_min(_EPS)
+
+    def error(scale: Tensor) -> Tensor:
+        s = scale[..., None]
+        return (torch.round(g / s).clamp(scheme.qmin, scheme.qmax) * s - g).pow(2).sum(dim=-1)
+
+    return torch.where(error(covering) <= error(finer), covering, finer)
 
 
 def _real_counts(g: Tensor, pad: int) -> Tensor:
@@ -213,6 +244,55 @@ def _ternarize(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor, Tensor]:
         alpha = alpha.expand(w.shape[0], 1).contiguous()
     w_hat = (levels * alpha[..., None]).reshape(w.shape[0], -1)[:, : w.shape[1]]
     return w_hat.to(w.dtype), alpha, torch.zeros_like(alpha)
+
+
+def _group_errors(delta: Tensor, width: int, hessian: Tensor | None) -> Tensor:
+    """Per (row, group) error of ``delta`` (rows, cols): ``Σ δ²``, or ``δ_g H_gg δ_gᵀ`` with ``hessian``
+    (cols, cols) (cross-group terms left out, as AWQ does). Returns (rows, n_groups)."""
+    if hessian is None:
+        return _grouped(delta, width).pow(2).sum(dim=-1)
+    h = hessian.float()
+    return torch.stack([((delta[:, s:s + width] @ h[s:s + width, s:s + width]) * delta[:, s:s + width]).sum(1)
+                        for s in range(0, delta.shape[1], width)], dim=1)
+
+
+def searched_qparams(w: Tensor, scheme: QuantScheme, ratios: tuple[float, ...],
+                     hessian: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Min-max parameters with each group's scale shrunk by the ratio of ``ratios`` with the least error.
+
+    Shrinking the scale at a fixed zero point narrows the range around the same zero, so the result is an
+    ordinary grid for :func:`quantize` (which clamps the weights beyond it). The first of equally good
+    ratios wins, so with 1.0 first no group is worse than plain min-max on the searched error.
+
+    Args:
+        w: weights (rows, cols); integer schemes only.
+        scheme: the grid; per tensor, one ratio is chosen for the whole matrix.
+        ratios: candidate shrink ratios in (0, 1], e.g. :data:`MSE_SEARCH_RATIOS`.
+        hessian: optional input Hessian (cols, cols): weigh the error by the inputs (AWQ's clipping).
+
+    Returns:
+        ``(scale, zero)``, each (rows, n_groups).
+    """
+    if scheme.kind != "int":
+        raise ValueError(f"a scale search needs an integer grid, not {scheme.kind}")
+    w = w.detach().float()
+    scale, zero = compute_qparams(w, scheme)  # (rows, n_groups)
+    width = scheme.group_width(w.shape[1]) if scale.shape[1] > 1 else w.shape[1]
+    best_err = torch.full_like(scale, float("inf"))
+    best_scale = scale.clone()
+    for ratio in ratios:
+        trial = scale * ratio
+        err = _group_errors(w - dequantize(quantize(w, trial, zero, scheme), trial, zero, scheme), width, hessian)
+        if scheme.granularity == "tensor":
+            err = err.sum().expand_as(err)  # one scale for the whole tensor
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, trial, best_scale)
+    return best_scale, zero
+
+
+#: Candidate shrink ratios for ``scale_search: mse``: 1.0 (plain min-max) down to 0.30 in steps of 0.02.
+MSE_SEARCH_RATIOS = tuple(round(1.0 - 0.02 * i, 2) for i in range(36))
 
 
 def as_matrix(w: Tensor) -> Tensor:

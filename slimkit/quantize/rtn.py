@@ -2,6 +2,9 @@
 
 Besides integer grids (1–8 bits affine, 2–8 symmetric) it offers binary weights (sign × per-channel
 mean |w|, 1 bit on disk) and TWN ternary weights ({-α, 0, +α}, 2 bits on disk) via ``scheme``.
+``scale_search: mse`` picks each group's scale among shrunk min-max scales by the least squared error
+against the original weights (data-free, like llama.cpp's searched quants; AWQ's clipping is the
+activation-weighted version).
 """
 
 from __future__ import annotations
@@ -10,11 +13,20 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
+from torch import Tensor, nn
 
 from slimkit.config import BaseConfig
 from slimkit.method import Method, register
-from slimkit.quantize.primitives import GridKind, QuantScheme, as_matrix, quantize_dequantize
+from slimkit.quantize.primitives import (
+    MSE_SEARCH_RATIOS,
+    GridKind,
+    QuantScheme,
+    as_matrix,
+    dequantize,
+    quantize,
+    quantize_dequantize,
+    searched_qparams,
+)
 from slimkit.quantize.record import QuantRecord, set_quant_record
 from slimkit.targets import resolve_targets
 
@@ -54,9 +66,29 @@ class WeightGridFields(BaseConfig):
 
 
 class RTNConfig(WeightGridFields):
-    """Round-to-nearest weight quantization on the grid described by :class:`WeightGridFields`."""
+    """Round-to-nearest weight quantization on the grid described by :class:`WeightGridFields`.
+
+    ``scale_search``: ``none`` uses min-max scales; ``mse`` shrinks each group's scale by the ratio in
+    :data:`~slimkit.quantize.primitives.MSE_SEARCH_RATIOS` (1.0 down to 0.3) with the least squared error
+    against the original weights (integer grids only).
+    """
 
     method: Literal["quant.rtn"] = "quant.rtn"
+    scale_search: Literal["none", "mse"] = "none"
+
+    @model_validator(mode="after")
+    def _search_needs_int(self) -> RTNConfig:
+        if self.scale_search != "none" and self.scheme != "int":
+            raise ValueError(f"scale_search: {self.scale_search} needs scheme 'int' ({self.scheme} fixes its scale)")
+        return self
+
+
+def round_to_grid(w: Tensor, scheme: QuantScheme, scale_search: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(w_hat, scale, zero)`` for ``w`` (rows, cols): min-max RTN, or with searched scales (``mse``)."""
+    if scale_search == "none":
+        return quantize_dequantize(w, scheme)
+    scale, zero = searched_qparams(w, scheme, MSE_SEARCH_RATIOS)
+    return dequantize(quantize(w, scale, zero, scheme), scale, zero, scheme).to(w.dtype), scale, zero
 
 
 @register(RTNConfig)
@@ -69,7 +101,7 @@ class RTNMethod(Method[RTNConfig]):
         sq_err, sq_ref, count = 0.0, 0.0, 0
         for t in targets:
             w = t.param.data
-            w_hat, scale, zero = quantize_dequantize(as_matrix(w), scheme)
+            w_hat, scale, zero = round_to_grid(as_matrix(w), scheme, self.config.scale_search)
             sq_err += float((w_hat - as_matrix(w)).double().pow(2).sum())
             sq_ref += float(w.double().pow(2).sum())
             count += w.numel()

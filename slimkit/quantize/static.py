@@ -138,15 +138,18 @@ class OneDNNInt8Linear(nn.Module):
         self.weight_zero = torch.zeros(q.shape[0], dtype=torch.long)
         self.bias = None if source.bias is None else source.bias.detach().float()
         self.smooth = source.input_smooth
-        qmin = int(source.input_qrange[0])
+        self.qmin, self.qmax = int(source.input_qrange[0]), int(source.input_qrange[1])
+        self.input_scale, self.input_zero = source.input_scale.float(), source.input_zero.float()  # (1,)
         self.x_scale = float(source.input_scale)
-        self.x_zero = int(source.input_zero) - qmin  # shift a signed grid onto uint8
-        self.x_max = int(source.input_qrange[1]) - qmin
+        self.x_zero = int(source.input_zero) - self.qmin  # shift a signed grid onto uint8
 
     def forward(self, x: Tensor) -> Tensor:
         if self.smooth is not None:
             x = x / self.smooth
-        xq = torch.round(x / self.x_scale + self.x_zero).clamp(0, self.x_max).to(torch.uint8)  # (..., in)
+        # The simulation's exact integers: shifting by -qmin before rounding would round v + 128 in float32,
+        # which moves values just below a .5 tie onto it.
+        v = torch.round(x / self.input_scale + self.input_zero).clamp(self.qmin, self.qmax)  # (..., in)
+        xq = (v - self.qmin).to(torch.uint8)
         return torch.ops.onednn.qlinear_pointwise(xq, self.x_scale, self.x_zero, self.packed, self.weight_scale,
                                                   self.weight_zero, self.bias, 1.0, 0, torch.float32, "none", [],
                                                   "")

@@ -125,9 +125,9 @@ def spread_inputs(tokens, cols, seed):
 def test_clipping_on_the_folded_hessian_beats_the_unfolded_one():
     # With s varying inside a group, the clip search must weigh each column by the folded inputs X/s, not by
     # X (the old code, which over-weighed the columns that s had already enlarged). Measured on X/s itself.
-    scheme = QuantScheme(4, True, "group", 32)
+    scheme = QuantScheme(4, True, "group", 128)
     fixed = old = 0.0
-    for seed in range(3):
+    for seed in range(4):
         x = spread_inputs(1024, 128, seed)
         w = torch.randn(32, 128, generator=torch.Generator().manual_seed(seed + 10))
         h = 2 * x.T @ x / x.shape[0]
@@ -136,7 +136,7 @@ def test_clipping_on_the_folded_hessian_beats_the_unfolded_one():
         old_one = _clip_error_on_folded_inputs(x, w, s, scheme, h)
         assert fixed_one < old_one
         fixed, old = fixed + fixed_one, old + old_one
-    assert fixed < 0.97 * old  # measured 0.955 (0.936-0.975 per seed)
+    assert fixed < 0.96 * old  # measured 0.94 (0.93-0.95 per seed)
     x, ones = spread_inputs(512, 64, 5), torch.ones(64, dtype=torch.float64)  # s = 1: nothing folded, same search
     w, h = torch.randn(16, 64), 2 * x.T @ x / 512
     assert _clip_error_on_folded_inputs(x, w, ones, scheme, folded_hessian(h, ones)) == \

@@ -87,7 +87,10 @@ def test_per_channel_ranges_follow_each_channel():
     obs.update(x)
     scale, _ = obs.qparams()
     assert scale.shape == (5,)
-    assert torch.allclose(scale, x.abs().amax(dim=0) / 127)
+    covering = torch.maximum(x.amin(dim=0) / -128, x.amax(dim=0) / 127)  # the smallest step holding [lo, hi]
+    assert torch.allclose(scale, covering)
+    levels = torch.round(x / scale)
+    assert torch.equal(levels.amin(dim=0) == -128, x.amin(dim=0) / -128 >= x.amax(dim=0) / 127)  # -128 in use
 
 
 def test_percentile_range_matches_torch_quantile_reference():

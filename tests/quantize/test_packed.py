@@ -40,6 +40,8 @@ def quantized(shape, scheme, seed=0):
 @pytest.mark.parametrize(("cls", "scheme", "shape"), CASES, ids=IDS)
 def test_packed_layer_computes_the_records_weight(cls, scheme, shape):
     q, scale, zero = quantized(shape, scheme)
+    if scheme.kind == "int" and scheme.symmetric and scheme.granularity != "tensor":
+        assert int(q.min()) == scheme.qmin  # the whole grid: the kernels must handle -8 / -128 too
     bias = torch.randn(shape[0])
     layer = cls.from_integers(q, scale, zero, scheme, bias)
     assert torch.equal(layer.integers(), q)

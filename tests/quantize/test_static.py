@@ -111,12 +111,20 @@ def test_static_without_calibration_explains_itself():
 def test_onednn_int8_execution_matches_the_simulation(config):
     model, ids = tiny_llama(), token_batches()
     slimkit.apply(model, config, _loop(ids))
+    simulated = {n: m for n, m in model.named_modules() if isinstance(m, StaticQuantLinear)}
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda _, a, n=n: inputs.__setitem__(n, a[0])) for n, m in simulated.items()]
     with torch.no_grad():
-        simulated = model(input_ids=ids).logits
+        simulated_logits = model(input_ids=ids).logits
+    for h in hooks:
+        h.remove()
     assert to_int8_execution(model) == 14
     assert isinstance(model.model.layers[0].self_attn.q_proj, OneDNNInt8Linear)
     with torch.no_grad():
-        assert torch.allclose(model(input_ids=ids).logits, simulated, atol=1e-5)
+        for name, sim in simulated.items():  # each layer: the same integers, exact up to float32 summation order
+            torch.testing.assert_close(model.get_submodule(name)(inputs[name]), sim(inputs[name]), rtol=0, atol=1e-5)
+        # Through the whole model a 1e-7 difference can flip the rounding of a later activation by one step.
+        assert _relative_error(model(input_ids=ids).logits, simulated_logits) < 1e-4
 
 
 def test_per_channel_activation_ranges_round_trip():
