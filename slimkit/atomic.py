@@ -81,8 +81,8 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     if out.is_symlink() or not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory (a file or a link); --overwrite replaces only "
-                              "a slimkit output directory, never a file")
+        raise FileExistsError(f"{out} exists and is not a directory (a file or a link); slimkit replaces only an "
+                              "output directory it wrote, never a file")
 
 
 @contextmanager

@@ -63,8 +63,8 @@ def check_output(out: Path, overwrite: bool) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     if not is_slimkit_dir(out):
-        raise FileExistsError(f"{out} is not a slimkit output (it has no {HEADER_FILE}); --overwrite replaces only "
-                              "a directory slimkit wrote. Choose another --out or remove it yourself")
+        raise FileExistsError(f"{out} is not a slimkit output (it has no {HEADER_FILE}); slimkit replaces only a "
+                              "directory it wrote. Choose another --out or remove it yourself")
     try:
         written = set(read_header(out).get("files", [])) | {HEADER_FILE, WEIGHTS_FILE, *REPORT_FILES}
     except FormatError as err:
@@ -73,7 +73,7 @@ def check_output(out: Path, overwrite: bool) -> None:
                      if not p.is_dir() and p.relative_to(out).as_posix() not in written)
     if foreign:
         raise FileExistsError(f"{out} holds files slimkit did not write ({', '.join(foreign[:5])}"
-                              f"{', ...' if len(foreign) > 5 else ''}); --overwrite would delete them. Move them "
+                              f"{', ...' if len(foreign) > 5 else ''}); replacing it would delete them. Move them "
                               "away or choose another --out")
 
 
