@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markdown import Markdown
 from rich.text import Text
+from safetensors import SafetensorError
 
 from slimkit.atomic import sigterm_raises
 from slimkit.progress import console
@@ -24,8 +25,9 @@ from slimkit.progress import console
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="slimkit: make trained networks smaller and faster, and measure what was lost.")
 T = TypeVar("T")
-# OSError covers a full disk (ENOSPC), a read-only or unwritable output and missing files.
-EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, RuntimeError)
+# OSError covers a full disk (ENOSPC), a read-only or unwritable output and missing files;
+# SafetensorError a damaged weights file that a model loader read directly.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, RuntimeError, SafetensorError)
 DEMO_MODEL = "smollm2-135m"
 DATA_HELP = ("data spec: pydoc, text:PATH, hf:NAME[/CONFIG][:SPLIT] (namespaced: hf:ORG/NAME/CONFIG, "
              "hf:ORG/NAME/ for the default config), fashion-mnist[:DIR], digits")

@@ -306,3 +306,15 @@ def test_sigterm_removes_the_temporary_output_like_ctrl_c(tmp_path, lenet_dir):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and b"Traceback" not in stderr
     assert sorted(os.listdir(tmp_path)) == ["lenet", "r.yaml"]  # no .out.tmp-*, no out
+
+
+def test_a_safetensors_error_from_any_loader_is_one_clean_paragraph(monkeypatch):
+    from safetensors import SafetensorError
+
+    import slimkit.models.loading
+
+    def damaged(spec):
+        raise SafetensorError("Error while deserializing header: HeaderTooLarge")
+
+    monkeypatch.setattr(slimkit.models.loading, "load_model", damaged)
+    fails_cleanly(runner.invoke(app, ["bench", "some-dir"]), "HeaderTooLarge")
