@@ -27,7 +27,7 @@ from slimkit.models.loading import load_model
 from slimkit.preflight import check_compress
 from slimkit.progress import console, status
 from slimkit.quantize.packed import packed_header
-from slimkit.quantize.record import quant_records
+from slimkit.quantize.record import off_grid_weights, quant_records
 from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
@@ -118,6 +118,12 @@ def _notes(bundle: ModelBundle) -> list[str]:
     if quant_records(bundle.model):
         notes.append("Quantized weights are stored as packed integers on disk, but this build runs them "
                      "dequantized to float32 in memory: no kernel speedup is claimed.")
+    off_grid = off_grid_weights(bundle.model)
+    if off_grid:
+        worst = max(off_grid, key=lambda name: off_grid[name].relative_rms)
+        notes.append(f"{len(off_grid)} quantized weights changed after quantization and were re-quantized with "
+                     f"their stored scales when saved, so the saved model differs from the one measured here; "
+                     f"worst: {off_grid[worst].describe(worst)}.")
     packed = packed_header(bundle.model)
     if packed and packed["modules"]:
         kernels = Counter(spec["kernel"] for spec in packed["modules"].values())

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from slimkit.export.sparse_codec import decode_bitmask_entry, encode_bitmask_entry, worth_bitmask
 from slimkit.quantize.packing import pack_bits, unpack_bits
-from slimkit.quantize.primitives import QuantScheme, as_matrix, dequantize, quantize
-from slimkit.quantize.record import QuantRecord
+from slimkit.quantize.primitives import QuantScheme, dequantize
+from slimkit.quantize.record import QuantRecord, record_integers
 
 Header = dict[str, dict[str, Any]]
 
@@ -41,7 +41,7 @@ def _alias_map(state: dict[str, Tensor]) -> dict[str, str]:
 
 def _encode_int(name: str, t: Tensor, rec: QuantRecord, out: dict[str, Tensor]) -> dict[str, Any]:
     s = rec.scheme
-    q = quantize(as_matrix(t), rec.scale, rec.zero, s)  # (rows, cols) on the integer grid
+    q = record_integers(name, t, rec)  # (rows, cols); warns if the weight left its grid after quantization
     out[f"{name}.qdata"] = pack_bits(s.codes(q), s.bits)
     out[f"{name}.scale"] = rec.scale.float().contiguous()
     if not s.symmetric:

@@ -30,7 +30,7 @@ from slimkit.config import BaseConfig, Targets
 from slimkit.method import Method, register
 from slimkit.quantize.packed import PACKED_KERNELS, PackedLinear, float_dtype, replace_module
 from slimkit.quantize.primitives import QuantScheme, compute_qparams, quantize
-from slimkit.quantize.record import QuantRecord, get_quant_record
+from slimkit.quantize.record import QuantRecord, get_quant_record, record_integers
 from slimkit.targets import resolve_targets
 
 Kernel = Literal["auto", "int8-dynamic", "int4-weight", "int8-weight", "dequant"]
@@ -72,9 +72,10 @@ def choose_kernel(requested: Kernel, scheme: QuantScheme | None, out_features: i
     return "dequant"
 
 
-def pack_linear(linear: nn.Linear, record: QuantRecord | None, kernel: str,
+def pack_linear(name: str, linear: nn.Linear, record: QuantRecord | None, kernel: str,
                 compute_dtype: torch.dtype = torch.float32) -> PackedLinear:
-    """The packed module of ``kernel`` for ``linear``, from ``record``'s integers when the kernel can use them.
+    """The packed module of ``kernel`` for the Linear ``name``, from ``record``'s integers when the kernel can
+    use them (a weight that left the record's grid is re-quantized with a warning naming ``name``).
 
     Without a usable record (int8-dynamic only) the float weight is quantized per channel to int8.
     """
@@ -82,12 +83,13 @@ def pack_linear(linear: nn.Linear, record: QuantRecord | None, kernel: str,
     w = linear.weight.detach().float()  # (out, in)
     if record is not None and cls.supports(record.scheme, *w.shape):
         scheme, scale, zero = record.scheme, record.scale, record.zero
+        q = record_integers(f"{name}.weight", linear.weight, record)  # (out, in): exactly the record's integers
     elif kernel == "int8-dynamic":
         scheme = _INT8_CHANNEL
         scale, zero = compute_qparams(w, scheme)
+        q = quantize(w, scale, zero, scheme)
     else:
         raise ValueError(f"{kernel} needs a QuantRecord it can run (got {record.scheme if record else None})")
-    q = quantize(w, scale, zero, scheme)  # (out, in) integers, exactly the record's
     kwargs: dict[str, Any] = {"compute_dtype": compute_dtype} if kernel == "dequant" else {}
     bias = linear.bias.detach().float() if linear.bias is not None else None
     return cls.from_integers(q, scale, zero, scheme, bias, **kwargs)
@@ -114,7 +116,7 @@ class PackMethod(Method[PackConfig]):
                 plan.append((t.module_name, linear, record, kernel))
         dtype = self._activation_dtype(model, [k for *_, k in plan])
         for name, linear, record, kernel in plan:
-            replace_module(model, name, pack_linear(linear, record, kernel, dtype))
+            replace_module(model, name, pack_linear(name, linear, record, kernel, dtype))
         if float_dtype(model) != dtype:
             model.to(dtype)  # packed modules keep their integers and scales exact
         counts = Counter(k for *_, k in plan)
