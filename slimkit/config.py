@@ -75,17 +75,31 @@ class BaseConfig(FrozenModel):
     """Base of every method config: a registered ``method`` name, a schema version and targets.
 
     Subclasses set ``method`` as a ``Literal`` so a recipe step's ``method:`` key selects the class.
+    ``version`` is the config's schema version: a step written for another version than the class's
+    ``SCHEMA_VERSION`` is refused (as torchao's ``config_from_dict`` compares stored versions), never
+    read as if it meant today's fields.
     """
 
     method: str
     version: int = 1
     targets: Targets = Field(default_factory=Targets)
 
+    #: The schema version of this config class; bump it when a field changes meaning.
+    SCHEMA_VERSION: ClassVar[int] = 1
     #: Whether the method needs calibration data (a ``forward_loop``) to run.
     needs_calibration: ClassVar[bool] = False
     #: Whether the method only makes sense inside a training loop (QAT, gradual pruning): a recipe with
     #: such a step needs a ``train:`` section.
     needs_training: ClassVar[bool] = False
+
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, value: int, info: ValidationInfo) -> int:
+        if value != cls.SCHEMA_VERSION:
+            method = info.data.get("method", cls.__name__)
+            raise ValueError(f"{method} config version {value} is not supported: this slimkit reads version "
+                             f"{cls.SCHEMA_VERSION} (re-create the step with this version's fields)")
+        return value
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready dict of the config, as recorded in ``slimkit.json``."""
