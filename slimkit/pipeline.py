@@ -126,11 +126,10 @@ def _notes(bundle: ModelBundle) -> list[str]:
                      f"worst: {off_grid[worst].describe(worst)}.")
     packed = packed_header(bundle.model)
     if packed and packed["modules"]:
-        kernels = Counter(spec["kernel"] for spec in packed["modules"].values())
-        counts = ", ".join(f"{k}: {n}" for k, n in kernels.items())
-        notes.append(f"{sum(kernels.values())} layers are packed ({counts}) "
-                     f"and run CPU integer kernels; the float parts run in {packed['float_dtype']}. Measure "
-                     "decode speed with `slimkit bench OUT --compare MODEL`.")
+        paths = Counter(spec["compute"] for spec in packed["modules"].values())  # what each layer really runs
+        counts = "; ".join(f"{n} × {path}" for path, n in paths.most_common())
+        notes.append(f"{sum(paths.values())} layers are packed: {counts}. The float parts run in "
+                     f"{packed['float_dtype']}. Measure decode speed with `slimkit bench OUT --compare MODEL`.")
     return notes
 
 

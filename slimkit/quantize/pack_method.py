@@ -10,6 +10,12 @@ own integers (see :mod:`slimkit.quantize.packed` for when each kernel is chosen)
 
 ``kernel: int8-dynamic`` also packs Linear layers without a record (quantizing their float weights
 per channel to int8, like ``torch.ao.quantization.quantize_dynamic``); other kernels leave them float.
+A record it cannot run (anything but 8-bit symmetric per-channel, e.g. int4) is refused with the
+layer, its grid and the kernels that fit it: re-quantizing it to int8 would silently throw the
+record's grid away.
+
+The step's stats count the modules by kernel (``packed``) and by the path each one really computes
+with (``compute``), dequantize-then-matmul fallbacks included.
 
 The int4 and int8 weight-only kernels are fast only with bf16 activations, so ``activation_dtype:
 auto`` converts the rest of the model (embeddings, norms, attention, ``lm_head``) to bf16 when it
@@ -43,9 +49,10 @@ class PackConfig(BaseConfig):
 
     ``kernel: auto`` picks int4-weight for 4-bit records the int4 kernel can run, int8-weight (bf16
     model) or int8-dynamic (float32 model) for 8-bit per-channel symmetric records, and the dequant
-    fallback for everything else. An explicit kernel falls back to dequant for layers it cannot run
-    (counted in the step's stats). ``activation_dtype: auto`` runs the model in bf16 when any
-    weight-only kernel is used, else keeps its dtype.
+    fallback for everything else. An explicit int4-weight or int8-weight falls back to dequant for
+    layers it cannot run (counted in the step's stats); an explicit int8-dynamic refuses records it
+    cannot run. ``activation_dtype: auto`` runs the model in bf16 when any weight-only kernel is used,
+    else keeps its dtype.
     """
 
     method: Literal["quant.pack"] = "quant.pack"
@@ -54,16 +61,31 @@ class PackConfig(BaseConfig):
     targets: Targets = Field(default_factory=lambda: Targets(module_types=("Linear",)))
 
 
+def kernels_that_fit(scheme: QuantScheme, out_features: int, in_features: int) -> list[str]:
+    """Every packed kernel that runs a record of ``scheme`` on an ``out × in`` weight exactly."""
+    return [name for name, cls in PACKED_KERNELS.items() if cls.supports(scheme, out_features, in_features)]
+
+
 def choose_kernel(requested: Kernel, scheme: QuantScheme | None, out_features: int, in_features: int,
-                  activation_dtype: str) -> str | None:
-    """The kernel one layer gets, or ``None`` to leave it float (no record, and not int8-dynamic)."""
+                  activation_dtype: str, layer: str = "this layer") -> str | None:
+    """The kernel one layer gets, or ``None`` to leave it float (no record, and not int8-dynamic).
+
+    Raises:
+        ValueError: ``int8-dynamic`` was asked for a record it cannot run (it would re-quantize it).
+    """
     if scheme is None:
         return "int8-dynamic" if requested == "int8-dynamic" else None
     if requested == "auto":
         int8 = "int8-dynamic" if activation_dtype == "float32" else "int8-weight"
         candidates = ["int4-weight", int8]
     elif requested == "int8-dynamic":
-        return "int8-dynamic"  # a record it cannot use is re-quantized from the float weights
+        if PACKED_KERNELS["int8-dynamic"].supports(scheme, out_features, in_features):
+            return "int8-dynamic"
+        grid = f"{scheme.bits}-bit {'symmetric' if scheme.symmetric else 'affine'} {scheme.kind} ({scheme.granularity}"
+        grid += f" {scheme.group_size})" if scheme.granularity == "group" else ")"
+        raise ValueError(f"quant.pack: kernel int8-dynamic runs 8-bit symmetric per-channel weights, but {layer} "
+                         f"is quantized {grid}; packing it would re-quantize it to int8. Kernels that fit it: "
+                         f"{', '.join(kernels_that_fit(scheme, out_features, in_features))} (or kernel: auto)")
     else:
         candidates = [requested]
     for name in candidates:
@@ -109,20 +131,22 @@ class PackMethod(Method[PackConfig]):
             if isinstance(linear, nn.Linear) and t.param_name == "weight":
                 scheme = record.scheme if record else None
                 kernel = choose_kernel(cfg.kernel, scheme, linear.out_features, linear.in_features,
-                                       cfg.activation_dtype)
+                                       cfg.activation_dtype, t.module_name)
             if kernel is None or not isinstance(linear, nn.Linear):
                 skipped += 1
             else:
                 plan.append((t.module_name, linear, record, kernel))
         dtype = self._activation_dtype(model, [k for *_, k in plan])
-        for name, linear, record, kernel in plan:
-            replace_module(model, name, pack_linear(name, linear, record, kernel, dtype))
+        packed = [pack_linear(name, linear, record, kernel, dtype) for name, linear, record, kernel in plan]
+        for (name, *_), module in zip(plan, packed, strict=True):
+            replace_module(model, name, module)
         if float_dtype(model) != dtype:
             model.to(dtype)  # packed modules keep their integers and scales exact
-        counts = Counter(k for *_, k in plan)
-        fallback = counts["dequant"] if cfg.kernel not in ("auto", "dequant") else 0
-        return {"packed": dict(sorted(counts.items())), "dequant_fallback": fallback,
-                "left_float": skipped, "activation_dtype": str(dtype).removeprefix("torch.")}
+        counts = Counter(m.kernel for m in packed)
+        fallback = sum(m.falls_back for m in packed) if cfg.kernel != "dequant" else 0
+        return {"packed": dict(sorted(counts.items())), "compute": dict(Counter(m.compute for m in packed)),
+                "dequant_fallback": fallback, "left_float": skipped,
+                "activation_dtype": str(dtype).removeprefix("torch.")}
 
     def _activation_dtype(self, model: nn.Module, kernels: list[str]) -> torch.dtype:
         if self.config.activation_dtype != "auto":

@@ -20,6 +20,11 @@ The integers are exactly the record's. The bf16 kernels take bf16 scales and zer
 equal the record's up to bf16 rounding of the scales (relative 2^-9), the same order as bf16
 activation rounding. Packed layers are CPU modules; ``.to(dtype)`` keeps their integers and scales
 exact and only converts ``bias``.
+
+Each module records the path it really computes with in ``compute`` (also in its header spec): a
+kernel's own words ("int4 weights, bf16 compute", "int8 dynamic: int8 activations and weights,
+fbgemm"), or a dequantize-then-matmul fallback when the kernel is missing on the machine that built or
+loaded it (a file saved with int4 kernels and loaded where torch has none still runs, and says so).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class PackedLinear(nn.Module, ABC):
         else:
             self.register_buffer("zero", torch.zeros(rows, groups, dtype=torch.uint8))
         self.bias = nn.Parameter(torch.zeros(rows), requires_grad=False) if has_bias else None
+        self.compute = ""  # the path build_kernel chose, in words
+        self._fallback_weight: Tensor | None = None  # (out, in) when no kernel runs this layer here
 
     @classmethod
     def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
@@ -105,7 +112,19 @@ class PackedLinear(nn.Module, ABC):
         s = self.scheme
         return {"kernel": self.kernel, "in_features": self.in_features, "out_features": self.out_features,
                 "bits": s.bits, "symmetric": s.symmetric, "granularity": s.granularity,
-                "group_size": s.group_size, "kind": s.kind, "bias": self.bias is not None}
+                "group_size": s.group_size, "kind": s.kind, "bias": self.bias is not None,
+                "compute": self.compute}
+
+    @property
+    def falls_back(self) -> bool:
+        """Whether this layer computes by dequantize-then-matmul instead of an integer kernel."""
+        return self._fallback_weight is not None
+
+    def build_fallback(self, dtype: torch.dtype, why: str) -> None:
+        """Compute as ``F.linear`` on the weight dequantized once to ``dtype`` (no integer kernel)."""
+        self._fallback_weight = self.dequantized_weight().to(dtype)  # (out, in)
+        name = self.scheme.kind if self.scheme.kind != "int" else f"{self.scheme.bits}-bit"
+        self.compute = f"{name} weights dequantized to {str(dtype).removeprefix('torch.')}, then matmul ({why})"
 
     @abstractmethod
     def build_kernel(self) -> None:
@@ -116,7 +135,11 @@ class PackedLinear(nn.Module, ABC):
         """``x`` (M, in) times the weight, (M, out), in the kernel's dtype."""
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.matmul(x.reshape(-1, self.in_features)).to(x.dtype)  # (M, out)
+        rows = x.reshape(-1, self.in_features)  # (M, in)
+        if self._fallback_weight is not None:
+            y = F.linear(rows.to(self._fallback_weight.dtype), self._fallback_weight).to(x.dtype)  # (M, out)
+        else:
+            y = self.matmul(rows).to(x.dtype)  # (M, out)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -157,7 +180,10 @@ class Int4WeightLinear(PackedLinear):
     def build_kernel(self) -> None:
         s = self.scheme
         group = self.kernel_group(s, self.out_features, self.in_features)
-        assert group is not None
+        if group is None:  # e.g. loaded where torch has no int4 CPU kernel
+            self.build_fallback(kernels.KERNEL_DTYPE, "no int4 kernel for this layer on this machine")
+            return
+        self._fallback_weight, self.compute = None, "int4 weights, bf16 compute (int4 kernel)"
         width = s.group_width(self.in_features) if s.granularity == "group" else self.in_features
         # The kernel computes (u - 8) · scale + zero with u = q - qmin, so zero = (8 + qmin - z) · scale.
         offset = (8 + s.qmin - self.zero_point()) * self.scale  # (out, n_groups)
@@ -187,6 +213,10 @@ class Int8WeightLinear(PackedLinear):
         return _per_channel_int8(scheme) and kernels.int8_weight_kernel_fits(in_features)
 
     def build_kernel(self) -> None:
+        if not kernels.int8_weight_kernel_fits(self.in_features):
+            self.build_fallback(kernels.KERNEL_DTYPE, "no int8 weight-only kernel for this layer on this machine")
+            return
+        self._fallback_weight, self.compute = None, "int8 weights, bf16 compute (int8 weight-only kernel)"
         self._weight = self.integers().to(torch.int8).contiguous()  # (out, in)
         self._scales = self.scale[:, 0].to(kernels.KERNEL_DTYPE).contiguous()  # (out,)
 
@@ -204,8 +234,13 @@ class Int8DynamicLinear(PackedLinear):
         return _per_channel_int8(scheme) and kernels.dynamic_int8_available()
 
     def build_kernel(self) -> None:
+        if not kernels.dynamic_int8_available():
+            self.build_fallback(torch.float32, "no fbgemm/x86 quantized engine on this machine")
+            return
         self._packed = kernels.prepack_dynamic_int8(self.integers(), self.scale[:, 0])
         self.reduce_range = kernels.dynamic_int8_reduce_range()  # decided on the CPU that runs it, not saved
+        activations = "7-bit activations (no VNNI)" if self.reduce_range else "int8 activations"
+        self._fallback_weight, self.compute = None, f"int8 dynamic: {activations} and int8 weights, fbgemm"
 
     def matmul(self, x: Tensor) -> Tensor:
         return kernels.dynamic_int8_mm(x, self._packed, self.reduce_range)
@@ -222,10 +257,11 @@ class DequantLinear(PackedLinear):
         self.compute_dtype = compute_dtype
 
     def build_kernel(self) -> None:
-        self._weight = self.dequantized_weight().to(self.compute_dtype)  # (out, in)
+        self.build_fallback(self.compute_dtype, "no integer kernel for this grid or shape")
 
     def matmul(self, x: Tensor) -> Tensor:
-        return F.linear(x.to(self.compute_dtype), self._weight)
+        assert self._fallback_weight is not None
+        return F.linear(x.to(self.compute_dtype), self._fallback_weight)
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}

@@ -34,13 +34,33 @@ def logits(model, ids):
     ("auto", QuantScheme(8, True, "channel"), (64, 576), "float32", "int8-dynamic"),
     ("auto", QuantScheme(3, True, "group", 64), (64, 576), "auto", "dequant"),
     ("int4-weight", QuantScheme(3, True, "group", 64), (64, 576), "auto", "dequant"),
-    ("int8-dynamic", QuantScheme(4, True, "group", 64), (64, 576), "auto", "int8-dynamic"),
+    ("int8-dynamic", QuantScheme(8, True, "channel"), (64, 576), "auto", "int8-dynamic"),
     ("int8-dynamic", None, (64, 576), "auto", "int8-dynamic"),
     ("auto", None, (64, 576), "auto", None),
-], ids=["int4", "int4-out40", "int8-bf16", "int8-fp32", "int3", "int4-forced-on-int3", "dyn-requant",
+], ids=["int4", "int4-out40", "int8-bf16", "int8-fp32", "int3", "int4-forced-on-int3", "dyn-int8-record",
         "dyn-unrecorded", "unrecorded"])
 def test_choose_kernel(requested, scheme, shape, dtype, expected):
     assert choose_kernel(requested, scheme, *shape, dtype) == expected
+
+
+@pytest.mark.parametrize(("scheme", "shape", "grid", "fits"), [
+    (QuantScheme(4, True, "group", 64), (64, 576), "4-bit symmetric int (group 64)", "int4-weight, dequant"),
+    (QuantScheme(4, True, "group", 64), (40, 576), "4-bit symmetric int (group 64)", "fit it: dequant "),
+    (QuantScheme(8, False, "channel"), (64, 576), "8-bit affine int (channel)", "fit it: dequant "),
+], ids=["int4", "int4-out40", "int8-affine"])
+def test_int8_dynamic_refuses_a_record_it_would_requantize(scheme, shape, grid, fits):
+    with pytest.raises(ValueError, match="int8-dynamic") as caught:
+        choose_kernel("int8-dynamic", scheme, *shape, "auto", "model.layers.3.mlp.up_proj")
+    message = str(caught.value)
+    assert "model.layers.3.mlp.up_proj is quantized " + grid in message and fits in message
+
+
+def test_int8_dynamic_on_an_int4_model_names_the_first_layer():
+    model = tiny_llama()
+    slimkit.apply(model, G32)
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.q_proj is quantized 4-bit .*int4-weight"):
+        slimkit.apply(model, PackConfig(kernel="int8-dynamic"))
+    assert not packed_modules(model)  # refused before anything was swapped
 
 
 def test_int4_pack_runs_the_model_in_bf16_close_to_the_simulated_model():
@@ -48,8 +68,8 @@ def test_int4_pack_runs_the_model_in_bf16_close_to_the_simulated_model():
     slimkit.apply(model, G32)
     simulated = logits(model, ids)
     stats = slimkit.apply(model, PackConfig()).stats
-    assert stats == {"packed": {"int4-weight": 14}, "dequant_fallback": 0, "left_float": 0,
-                     "activation_dtype": "bfloat16"}
+    assert stats == {"packed": {"int4-weight": 14}, "compute": {"int4 weights, bf16 compute (int4 kernel)": 14},
+                     "dequant_fallback": 0, "left_float": 0, "activation_dtype": "bfloat16"}
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert not quant_records(model)  # the records became packed modules
     rel = (logits(model, ids) - simulated).norm() / simulated.norm()
@@ -71,6 +91,8 @@ def test_explicit_kernel_falls_back_to_dequant_and_says_so():
     simulated = logits(model, ids)
     stats = slimkit.apply(model, PackConfig(kernel="int4-weight")).stats
     assert stats["packed"] == {"dequant": 14} and stats["dequant_fallback"] == 14
+    assert stats["compute"] == {"3-bit weights dequantized to float32, then matmul (no integer kernel for this grid "
+                                "or shape)": 14}
     assert torch.equal(logits(model, ids), simulated)  # float32 dequant is exactly the simulated model
 
 
@@ -173,7 +195,8 @@ def test_compress_pipeline_reports_packed_layers(tmp_path):
     recipe.write_text("version: 1\nsteps:\n  - method: quant.pack\n    kernel: int8-dynamic\n"
                       "eval:\n  latency:\n    repeats: 2\n")
     report = slimkit.compress(lenet_bundle(in_features=64), load_recipe(recipe), tmp_path / "out", eval_data="digits")
-    assert any("3 layers are packed (int8-dynamic: 3)" in note for note in report.notes)
+    assert any("3 layers are packed: 3 × int8 dynamic: int8 activations and int8 weights, fbgemm." in note
+               for note in report.notes)
     loaded = load_slimkit_dir(tmp_path / "out").model
     assert len(packed_modules(loaded)) == 3
 
@@ -189,3 +212,18 @@ def test_mixed_int4_decoder_int8_head_recipe_packs_both_and_round_trips(tmp_path
     loaded = load_slimkit_dir(tmp_path / "out").model
     assert packed_modules(loaded)["lm_head"].kernel == "int8-weight"
     assert torch.equal(logits(loaded, ids), expected)
+
+
+def test_report_counts_what_each_packed_layer_really_runs():
+    from slimkit.pipeline import _notes
+
+    model = tiny_llama()
+    slimkit.apply(model, slimkit.RTNConfig(bits=3, granularity="group", group_size=32,
+                                           targets=slimkit.Targets(include=("*.mlp.*",))))
+    slimkit.apply(model, G32.model_copy(update={"targets": slimkit.Targets(include=("*.self_attn.*",))}))
+    stats = slimkit.apply(model, PackConfig()).stats
+    assert stats["dequant_fallback"] == 6
+    notes = " ".join(_notes(ModelBundle(model, "causal-lm", "tiny-llama")))
+    assert ("14 layers are packed: 8 × int4 weights, bf16 compute (int4 kernel); 6 × 3-bit weights dequantized to "
+            "bfloat16, then matmul (no integer kernel for this grid or shape)." in notes)
+    assert "integer kernels" not in notes

@@ -87,7 +87,8 @@ def test_to_bf16_keeps_integers_and_scales_exact():
 def test_dequant_layer_runs_in_its_compute_dtype():
     scheme = QuantScheme(2, True, "channel")
     layer = DequantLinear.from_integers(*quantized((16, 24), scheme), scheme, None, compute_dtype=torch.bfloat16)
-    assert layer._weight.dtype == torch.bfloat16
+    assert layer._fallback_weight is not None and layer._fallback_weight.dtype == torch.bfloat16
+    assert layer.compute.startswith("2-bit weights dequantized to bfloat16, then matmul (no integer kernel")
     assert layer(torch.randn(2, 24)).dtype == torch.float32  # output follows the input's dtype
     assert packed_from_spec(layer.spec()).compute_dtype == torch.bfloat16
 
@@ -126,3 +127,40 @@ def test_int8_dynamic_layer_uses_reduce_range_only_without_vnni(monkeypatch, vnn
     assert not torch.equal(y, kernels.dynamic_int8_mm(x, layer._packed, vnni))
     ref = F.linear(x.double(), dequantize(q, scale, zero, scheme).double())
     assert (y.double() - ref).norm() / ref.norm() < TOLERANCE["int8-dynamic"]
+
+
+@pytest.mark.parametrize(("cls", "scheme", "shape", "missing", "compute"), [
+    (Int4WeightLinear, QuantScheme(4, True, "group", 64), (64, 128), "int4_kernel_available",
+     "4-bit weights dequantized to bfloat16, then matmul (no int4 kernel for this layer on this machine)"),
+    (Int8DynamicLinear, QuantScheme(8, True, "channel"), (40, 72), "dynamic_int8_available",
+     "8-bit weights dequantized to float32, then matmul (no fbgemm/x86 quantized engine on this machine)"),
+], ids=["int4-without-kernel", "int8-dynamic-without-fbgemm"])
+def test_a_file_loaded_where_the_kernel_is_missing_runs_the_fallback_and_says_so(monkeypatch, cls, scheme, shape,
+                                                                                 missing, compute):
+    from slimkit.quantize import kernels
+
+    q, scale, zero = quantized(shape, scheme)
+    saved = cls.from_integers(q, scale, zero, scheme, None)
+    assert not saved.falls_back and saved.spec()["compute"] == saved.compute
+    monkeypatch.setattr(kernels, missing, lambda: False)  # the machine that loads the file
+    loaded = packed_from_spec(saved.spec())
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.falls_back and loaded.compute == compute and loaded.spec()["kernel"] == cls.kernel
+    x = torch.randn(3, shape[1])
+    ref = F.linear(x.double(), dequantize(q, scale, zero, scheme).double())
+    assert (loaded(x).double() - ref).norm() / ref.norm() < TOLERANCE["int4-weight"]
+
+
+@pytest.mark.parametrize(("cls", "scheme", "shape", "compute"), [
+    (Int4WeightLinear, QuantScheme(4, True, "group", 64), (64, 128), "int4 weights, bf16 compute (int4 kernel)"),
+    (Int8WeightLinear, QuantScheme(8, True, "channel"), (40, 80),
+     "int8 weights, bf16 compute (int8 weight-only kernel)"),
+    (Int8DynamicLinear, QuantScheme(8, True, "channel"), (40, 72),
+     "int8 dynamic: int8 activations and int8 weights, fbgemm"),
+], ids=["int4", "int8-weight", "int8-dynamic"])
+def test_kernels_name_the_path_they_compute_with(monkeypatch, cls, scheme, shape, compute):
+    from slimkit.quantize import kernels
+
+    monkeypatch.setattr(kernels, "cpu_has_vnni", lambda: True)
+    layer = cls.from_integers(*quantized(shape, scheme), scheme, None)
+    assert layer.compute == compute and not layer.falls_back
