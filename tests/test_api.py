@@ -9,6 +9,8 @@ from torch import nn
 import slimkit
 from slimkit.config import BaseConfig
 from slimkit.method import Method, config_class, method_for, register, registered_names
+from slimkit.quantize.primitives import dequantize, quantize
+from slimkit.quantize.record import quant_records
 from tests._models import tiny_llama, token_batches
 
 
@@ -19,8 +21,11 @@ def test_apply_rtn_reports_and_changes_only_targets():
     assert report.method == "quant.rtn" and report.stats["layers"] == 14
     assert report.config["group_size"] == 16
     assert torch.equal(model.model.embed_tokens.weight, embed)  # tied lm_head excluded by default
-    w = model.model.layers[0].mlp.up_proj.weight  # (96, 64): at most 16 levels per group of 16
-    assert all(len(torch.unique(g)) <= 16 for g in w.reshape(96, 4, 16).unbind(1)[0])
+    w = model.model.layers[0].mlp.up_proj.weight.detach()  # (96, 64): each group of 16 on its own 4-bit grid
+    record = quant_records(model)["model.layers.0.mlp.up_proj.weight"]
+    assert record.scale.shape == (96, 4)
+    q = quantize(w, record.scale, record.zero, record.scheme)
+    assert torch.equal(dequantize(q, record.scale, record.zero, record.scheme), w)
 
 
 def test_registry_maps_names_to_configs():

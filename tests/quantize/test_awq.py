@@ -1,5 +1,6 @@
-"""AWQ: folding a scale into the preceding norm leaves the float function unchanged, the α search never
-does worse than RTN on the output error it measures, and quant.awq end to end with exact records."""
+"""AWQ: folding a scale into the preceding norm leaves the float function unchanged, the α search and the
+clipping (on the folded inputs' Hessian) lower the output error, and quant.awq beats RTN on held-out tokens
+with exact records."""
 
 import pytest
 import torch
@@ -74,10 +75,26 @@ def test_folding_a_scale_keeps_the_float_function():
     torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-10)
 
 
-def test_apply_quantizes_with_exact_records_and_reports_the_search():
-    model, ids = tiny_llama(), token_batches(n=4)
-    report = slimkit.apply(model, AWQConfig(bits=4, group_size=32, grid=10), loop_over(ids))
-    assert report.stats["scale_groups"] == 6 and report.stats["output_error_vs_rtn"] <= 1.0
+def _salient_llama():
+    model = tiny_llama()
+    with torch.no_grad():  # a few input channels 10x louder than the rest, as in LLM activations
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[[3, 17]] = 10.0
+            layer.post_attention_layernorm.weight[[5]] = 10.0
+    return model
+
+
+def test_apply_beats_rtn_on_held_out_tokens_with_exact_records():
+    calib, held_out = token_batches(n=8, seed=0), token_batches(n=8, seed=1)
+    reference, rtn, model = _salient_llama(), _salient_llama(), _salient_llama()
+    report = slimkit.apply(model, AWQConfig(bits=4, group_size=32, grid=10), loop_over(calib))
+    slimkit.apply(rtn, slimkit.RTNConfig(bits=4, granularity="group", group_size=32))
+    with torch.no_grad():
+        ref = reference(input_ids=held_out).logits
+        errors = {name: float((m(input_ids=held_out).logits - ref).pow(2).mean() / ref.pow(2).mean())
+                  for name, m in (("awq", model), ("rtn", rtn))}
+    assert errors["awq"] < 0.75 * errors["rtn"]  # measured 0.54
+    assert report.stats["scale_groups"] == 6 and report.stats["output_error_vs_rtn"] < 0.8  # measured 0.62
     records = quant_records(model)
     assert len(records) == 14
     for name, rec in records.items():
@@ -88,7 +105,7 @@ def test_apply_quantizes_with_exact_records_and_reports_the_search():
 @pytest.mark.parametrize("scheme", [QuantScheme(4, True, "group", 16), QuantScheme(3, False, "group", 24),
                                     QuantScheme(4, True, "channel")],
                          ids=["int4-g16", "int3-affine-g24-ragged", "channel"])
-def test_clipping_never_raises_any_group_error_and_stays_exact(scheme):
+def test_clipping_an_outlier_weight_lowers_the_output_error_and_stays_exact(scheme):
     x = outlier_inputs(512, 64)
     w = torch.randn(16, 64, generator=torch.Generator().manual_seed(3))
     w[0, 0] = 12.0  # an outlier weight worth clipping
@@ -97,7 +114,7 @@ def test_clipping_never_raises_any_group_error_and_stays_exact(scheme):
     clipped = dequantize(quantize(w, scale, zero, scheme), scale, zero, scheme)
     plain, base_scale, _ = quantize_dequantize(w, scheme)
     assert torch.all(scale <= base_scale)
-    assert output_error(w, clipped, h) <= output_error(w, plain, h)
+    assert output_error(w, clipped, h) < 0.95 * output_error(w, plain, h)  # measured 0.66-0.90
     assert torch.equal(dequantize(quantize(clipped, scale, zero, scheme), scale, zero, scheme), clipped)
 
 

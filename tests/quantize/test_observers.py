@@ -100,13 +100,15 @@ def test_percentile_range_matches_torch_quantile_reference():
     assert torch.allclose(lo.double(), torch.quantile(sample, 0.01, dim=0), atol=1e-5)
 
 
-def test_mse_range_never_worse_than_minmax_on_its_sample():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mse_range_cuts_the_error_of_a_skewed_sample(seed):
     grid = ActivationGrid(4, symmetric=False)
-    sample = torch.randn(4000, 1).exp()  # skewed, positive
+    torch.manual_seed(seed)
+    sample = torch.randn(4000, 1).exp()  # log-normal: a long right tail that min-max spends most levels on
     lo, hi = sample.min().reshape(1), sample.max().reshape(1)
     best_lo, best_hi = mse_range(sample, lo, hi, grid)
     best = _mse(sample, *range_to_qparams(best_lo, best_hi, grid), grid)
-    assert best <= _mse(sample, *range_to_qparams(lo, hi, grid), grid)
+    assert best < 0.75 * _mse(sample, *range_to_qparams(lo, hi, grid), grid)  # measured 0.58-0.63
 
 
 def test_observer_without_data_explains_itself():
