@@ -22,13 +22,6 @@ class NonFiniteError(ValueError):
     """A weight, activation, statistic or loss holds NaN or infinite values."""
 
 
-def count_non_finite(tensor: Tensor) -> tuple[int, int]:
-    """``(NaN count, ±Inf count)`` of ``tensor``."""
-    if not tensor.is_floating_point() and not tensor.is_complex():
-        return 0, 0
-    return int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
-
-
 def check_finite(tensor: Tensor, what: str) -> None:
     """Raise :class:`NonFiniteError` naming ``what`` if ``tensor`` holds NaN or ±Inf.
 
@@ -39,7 +32,7 @@ def check_finite(tensor: Tensor, what: str) -> None:
     t = tensor.detach()
     if not t.is_floating_point() or bool(torch.isfinite(t).all()):
         return
-    nans, infs = count_non_finite(t)
+    nans, infs = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
     raise NonFiniteError(f"{what} holds {nans} NaN and {infs} infinite values (of {t.numel()}); "
                          "slimkit stops rather than carry them into the result")
 
