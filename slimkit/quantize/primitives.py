@@ -9,6 +9,7 @@ Integer grids:
   ``absmax / (2^(b-1) - 1)`` never reached -2^(b-1): 15 of 16 levels at 4 bits). Per group, the better
   (lower squared error) of two scales that cover [min, max] on the whole grid, see :func:`symmetric_scale`.
   On Gaussian weights this has 0.84× the old error at 4 bits (g128), 0.67× at 3 bits, 0.98× at 8 bits;
+  RTN int4 g64 on SmolLM2: perplexity 25.5 instead of 27.7 (fp32 18.6, 8 × 256 pydoc tokens);
   compressed-tensors' ``absmax / ((qmax - qmin) / 2)`` alone (0.89× at 4-bit g128) is worse than the old
   grid on small groups and at 8 bits (1.04× at 4-bit g16, 1.015× at 8-bit g128): it always costs the
   extreme weight half a step;
@@ -246,11 +247,9 @@ def _ternarize(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor, Tensor]:
     return w_hat.to(w.dtype), alpha, torch.zeros_like(alpha)
 
 
-def _group_errors(delta: Tensor, width: int, hessian: Tensor | None) -> Tensor:
-    """Per (row, group) error of ``delta`` (rows, cols): ``Σ δ²``, or ``δ_g H_gg δ_gᵀ`` with ``hessian``
-    (cols, cols) (cross-group terms left out, as AWQ does). Returns (rows, n_groups)."""
-    if hessian is None:
-        return _grouped(delta, width).pow(2).sum(dim=-1)
+def _group_errors(delta: Tensor, width: int, hessian: Tensor) -> Tensor:
+    """Per (row, group) error ``δ_g H_gg δ_gᵀ`` of ``delta`` (rows, cols) under ``hessian`` (cols, cols), cross-group
+    terms left out as AWQ does. Returns (rows, n_groups)."""
     h = hessian.float()
     return torch.stack([((delta[:, s:s + width] @ h[s:s + width, s:s + width]) * delta[:, s:s + width]).sum(1)
                         for s in range(0, delta.shape[1], width)], dim=1)
@@ -278,11 +277,16 @@ def searched_qparams(w: Tensor, scheme: QuantScheme, ratios: tuple[float, ...],
     w = w.detach().float()
     scale, zero = compute_qparams(w, scheme)  # (rows, n_groups)
     width = scheme.group_width(w.shape[1]) if scale.shape[1] > 1 else w.shape[1]
+    g = _grouped(w, width)  # (rows, n_groups, width); padding is 0 and rounds to the zero point: no error
     best_err = torch.full_like(scale, float("inf"))
     best_scale = scale.clone()
     for ratio in ratios:
         trial = scale * ratio
-        err = _group_errors(w - dequantize(quantize(w, trial, zero, scheme), trial, zero, scheme), width, hessian)
+        if hessian is None:  # the same arithmetic as quantize/dequantize, without broadcasting to (rows, cols)
+            s, z = trial[..., None], zero[..., None]
+            err = ((torch.round(g / s + z).clamp(scheme.qmin, scheme.qmax) - z) * s - g).pow(2).sum(dim=-1)
+        else:
+            err = _group_errors(w - dequantize(quantize(w, trial, zero, scheme), trial, zero, scheme), width, hessian)
         if scheme.granularity == "tensor":
             err = err.sum().expand_as(err)  # one scale for the whole tensor
         better = err < best_err

@@ -70,7 +70,10 @@ class RTNConfig(WeightGridFields):
 
     ``scale_search``: ``none`` uses min-max scales; ``mse`` shrinks each group's scale by the ratio in
     :data:`~slimkit.quantize.primitives.MSE_SEARCH_RATIOS` (1.0 down to 0.3) with the least squared error
-    against the original weights (integer grids only).
+    against the original weights (integer grids only). Weight error is not model error: on SmolLM2 int4
+    g64 it raised weight SQNR from 19.8 to 20.35 dB but perplexity from 25.5 to 27.8 (fp32 18.6; 8 × 256
+    pydoc tokens), since clipping a group's largest weights hurts more than rounding the rest; on
+    Gaussian weights it cuts the error 26% at g128. Measure it on your model before keeping it.
     """
 
     method: Literal["quant.rtn"] = "quant.rtn"
