@@ -50,14 +50,14 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(2) from None
 
 
-def _compress(model: str, recipe_path: Path, out: Path, calib: str | None, eval_data: str | None,
-              calib_samples: int, overwrite: bool) -> None:
+def _compress(model: str, recipe_path: Path, out: Path, calib: list[str] | None, eval_data: str | None,
+              calib_samples: int, overwrite: bool, calib_guard: bool) -> None:
     from slimkit.pipeline import compress
     from slimkit.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     report = compress(model, recipe, out, calib=calib, eval_data=eval_data, calib_samples=calib_samples,
-                      overwrite=overwrite)
+                      overwrite=overwrite, calib_guard=calib_guard)
     console.print(Markdown(report.to_markdown()))
     console.print(Text.assemble(("wrote ", "bold green"), f"{out} (model, slimkit.json, report.md, report.json, "
                                 "report.png)"))
@@ -68,17 +68,22 @@ def compress(
     model: Annotated[str, typer.Argument(help="packaged name (smollm2-135m, minilm-l6), model dir or .gguf")],
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory (written atomically)")],
-    calib: Annotated[str | None, typer.Option(help=f"calibration {DATA_HELP}")] = None,
+    calib: Annotated[list[str] | None, typer.Option(
+        help=f"calibration {DATA_HELP}; repeat it for a mix sampled in proportion, with an optional @WEIGHT "
+             "per part (--calib text:mine.txt@3 --calib pydoc)")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help=f"evaluation {DATA_HELP}")] = None,
     calib_samples: Annotated[int, typer.Option(min=1, help="calibration samples (windows/sentences/images)")] = 32,
     overwrite: Annotated[bool, typer.Option(help="replace an existing slimkit output directory (only one "
                                                  "holding nothing but the files slimkit wrote)")] = False,
+    calib_guard: Annotated[bool, typer.Option(help="also measure the calibration-free counterpart of calibrated "
+                                                   "steps (RTN for GPTQ/AWQ, magnitude for SparseGPT/Wanda) on "
+                                                   "the eval data and warn if the calibrated model is worse")] = True,
 ) -> None:
     """Apply a recipe to MODEL, save the result to OUT and print a before/after report.
 
     The model name, recipe, data specs and output location are checked before the model is loaded.
     """
-    _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite))
+    _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard))
 
 
 def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool) -> None:
@@ -137,7 +142,7 @@ def demo(
     recipe_file = resources.files("slimkit") / "recipes" / "demo.yaml"
     with resources.as_file(recipe_file) as recipe_path:
         # overwrite=True replaces only a slimkit output; anything else at OUT is refused (check_output).
-        _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True))
+        _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True, True))
 
 
 def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as_json: bool) -> None:

@@ -8,8 +8,9 @@ atomically in the recipe's ``export.format``: it appears with the model, ``slimk
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -18,7 +19,8 @@ from slimkit.api import apply, apply_with_training
 from slimkit.atomic import atomic_directory, directory_bytes
 from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
-from slimkit.data.spec import parse_data_spec
+from slimkit.data.mix import MixPart, parse_mix
+from slimkit.eval.calibration_guard import calibration_free_steps, run_calibration_guard
 from slimkit.eval.evaluate import Evaluation
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
 from slimkit.method import ForwardLoop, StepReport
@@ -41,23 +43,32 @@ def _default_data(bundle: ModelBundle) -> str:
     return "fashion-mnist" if bundle.kind == "torch" else "pydoc"
 
 
-def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib: str | None = None,
-             eval_data: str | None = None, calib_samples: int = 32, overwrite: bool = False) -> Report:
+def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib: str | Sequence[str] | None = None,
+             eval_data: str | None = None, calib_samples: int = 32, overwrite: bool = False,
+             calib_guard: bool = True) -> Report:
     """Apply ``recipe`` to ``model`` and write the compressed model plus a before/after report.
 
     Args:
         model: a model spec (see :func:`slimkit.models.load_model`) or a loaded bundle.
         recipe: the validated recipe.
         out: output directory; must not exist unless ``overwrite``.
-        calib: calibration data spec (its calibration split); defaults to the eval data's kind.
+        calib: calibration data spec (its calibration split), or a mix of several (``SPEC@WEIGHT`` each,
+            sampled in proportion, see :mod:`slimkit.data.mix`); defaults to the eval data's kind.
         eval_data: evaluation data spec; overrides the recipe's ``eval.data``.
         calib_samples: number of calibration samples (windows, sentences or images).
         overwrite: replace an existing slimkit output directory (atomically); anything else at ``out``
             (a file, a folder slimkit did not write, files added to an output) is refused.
+        calib_guard: when calibrated steps (GPTQ, AWQ, SparseGPT, Wanda) have a calibration-free counterpart,
+            also measure that counterpart on the evaluation data and warn if the calibrated model is worse
+            (:mod:`slimkit.eval.calibration_guard`); costs one extra data-free compression and evaluation.
     """
     out = Path(out)
     train_data = recipe.train.data if recipe.train else None
-    check_compress(model, out, data_specs=(calib, eval_data or recipe.eval.data, train_data),
+    calib_parts = [calib] if isinstance(calib, str) else list(calib or [])
+    if len(calib_parts) > 1 and recipe.train and not recipe.train.data:
+        raise ValueError(f"the recipe trains on the calibration data, but --calib is a mix of {len(calib_parts)} "
+                         "specs; name the training data in the recipe's train.data")
+    check_compress(model, out, data_specs=(eval_data or recipe.eval.data, train_data), calib=calib_parts,
                    calib_samples=calib_samples, overwrite=overwrite)
     if isinstance(model, str):
         with status(f"loading {model}"):
@@ -68,9 +79,12 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     evaluation = Evaluation(bundle, eval_cfg)
     console.print(f"measuring the original {bundle.kind} model")
     before = evaluation.measure(bundle, saved_size(bundle))
-    data = calib or eval_cfg.data or _default_data(bundle)
-    loop = _calibration(bundle, recipe, data, calib_samples, eval_cfg.seq_len)
-    trainer = build_trainer(bundle, recipe.train, data, eval_cfg.seq_len) if recipe.train else None
+    default_data = eval_cfg.data or _default_data(bundle)
+    mix = parse_mix(calib_parts or [default_data])
+    loop = _calibration(bundle, recipe, mix, calib_samples, eval_cfg.seq_len)
+    trainer = build_trainer(bundle, recipe.train, str(mix[0].spec), eval_cfg.seq_len) if recipe.train else None
+    guard_steps = calibration_free_steps(recipe.steps) if calib_guard else None
+    original = _copy_bundle(bundle) if guard_steps is not None else None
     steps: list[StepReport] = []
     for group in _training_groups(recipe.steps):
         if group[0].needs_training:
@@ -90,8 +104,14 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             EXPORT_WRITERS[recipe.export.format](bundle, tmp)
         console.print("measuring the compressed model")
         after = evaluation.measure(bundle, directory_bytes(tmp))
+        guard = None
+        if original is not None and guard_steps is not None:
+            with status(f"calibration guard: {' → '.join(s.method for s in guard_steps)} on the original"):
+                guard = run_calibration_guard(original, recipe.steps, evaluation, after.value,
+                                              ", ".join(str(p) for p in mix))
+            del original
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
-                        str(out), _notes(bundle))
+                        str(out), _notes(bundle), guard)
         recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
         recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         json_file.write_text(report.to_json())
@@ -133,7 +153,16 @@ def _notes(bundle: ModelBundle) -> list[str]:
     return notes
 
 
-def _calibration(bundle: ModelBundle, recipe: Recipe, spec: str, samples: int, seq_len: int) -> ForwardLoop | None:
+def _calibration(bundle: ModelBundle, recipe: Recipe, mix: list[MixPart], samples: int,
+                 seq_len: int) -> ForwardLoop | None:
     if not any(step.needs_calibration for step in recipe.steps):
         return None
-    return calibration_loop(bundle, parse_data_spec(spec), samples, seq_len)
+    return calibration_loop(bundle, mix, samples, seq_len)
+
+
+def _copy_bundle(bundle: ModelBundle) -> ModelBundle:
+    """A copy of ``bundle`` whose model the steps cannot touch (the guard compresses it data-free later)."""
+    original = copy.copy(bundle)
+    original.model = copy.deepcopy(bundle.model)
+    original.applied = list(bundle.applied)
+    return original

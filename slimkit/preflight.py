@@ -11,11 +11,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from slimkit.atomic import directory_bytes
 from slimkit.data.images import FASHION_MNIST_DIR
+from slimkit.data.mix import parse_mix
 from slimkit.data.spec import DataSpec, parse_data_spec
 from slimkit.export.slimkit_format import check_output, is_slimkit_dir, read_header
 from slimkit.models.bundle import ModelBundle
@@ -100,7 +101,7 @@ def check_output_space(out: Path, needed_bytes: int | None) -> None:
 
 
 def check_compress(model: str | ModelBundle, out: Path, *, data_specs: Iterable[str | None], calib_samples: int,
-                   overwrite: bool) -> None:
+                   overwrite: bool, calib: Sequence[str] = ()) -> None:
     """Everything ``compress`` can check before loading ``model``: output, model, data specs, disk space.
 
     Args:
@@ -108,6 +109,7 @@ def check_compress(model: str | ModelBundle, out: Path, *, data_specs: Iterable[
         out: the output directory.
         data_specs: every data spec the run will read (``None`` entries are skipped).
         calib_samples: the number of calibration samples asked for.
+        calib: the parts of the calibration mix (``SPEC`` or ``SPEC@WEIGHT`` each).
         overwrite: whether an existing slimkit output at ``out`` may be replaced.
     """
     if calib_samples < 1:
@@ -120,4 +122,7 @@ def check_compress(model: str | ModelBundle, out: Path, *, data_specs: Iterable[
     for text in data_specs:
         if text is not None:
             check_data_spec(text)
+    if calib:
+        for part in parse_mix(calib):  # the weights, and text and images not mixed
+            check_data_spec(str(part.spec))
     check_output_space(out, size)

@@ -48,3 +48,24 @@ def token_batches(vocab: int = 128, n: int = 4, seq_len: int = 32, seed: int = 0
     """Random token ids (n, seq_len) for calibration of tiny LMs."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n, seq_len), generator=g)
+
+
+def pydoc_tokenizer(vocab: int = 256):
+    """A small BPE tokenizer trained on Python's own documentation in about a second (no hub needed)."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["[UNK]", "[PAD]"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[: vocab // 2])
+    tok.train_from_iterator(list(topics.values())[:200], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def tiny_llama_bundle(seed: int = 0) -> ModelBundle:
+    """A tiny Llama with a real (small) tokenizer, so the pipeline can calibrate and evaluate it on pydoc."""
+    tokenizer = pydoc_tokenizer()
+    return ModelBundle(tiny_llama(seed, vocab=len(tokenizer)), "causal-lm", "tiny-llama", tokenizer=tokenizer)

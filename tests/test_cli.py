@@ -318,3 +318,21 @@ def test_a_safetensors_error_from_any_loader_is_one_clean_paragraph(monkeypatch)
 
     monkeypatch.setattr(slimkit.models.loading, "load_model", damaged)
     fails_cleanly(runner.invoke(app, ["bench", "some-dir"]), "HeaderTooLarge")
+
+
+GPTQ_RECIPE = ("version: 1\nsteps:\n  - method: quant.gptq\n    bits: 3\n    granularity: channel\n"
+               "    group_size: null\neval:\n  latency:\n    enabled: false\n")
+
+
+@pytest.mark.parametrize("calib, fragment", [
+    (["digits@-1"], "weight after '@' must be a positive number"),
+    (["digits", "pydoc"], "mixes text and image data"),
+    (["digits", "text:/nonexistent/x.txt@2"], "/nonexistent/x.txt"),
+])
+def test_a_bad_calibration_mix_is_refused_before_loading(tmp_path, lenet_dir, load_model_must_not_run, calib,
+                                                        fragment):
+    args = [a for spec in calib for a in ("--calib", spec)]
+    result = runner.invoke(app, ["compress", str(lenet_dir), "--recipe", recipe(tmp_path, GPTQ_RECIPE), "--out",
+                                 str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slimkit.config import Targets
+from slimkit.eval.calibration_guard import GuardResult
 from slimkit.eval.evaluate import Measurement
 from slimkit.method import StepReport
 
@@ -45,6 +46,7 @@ class Report:
     after: Measurement
     output: str | None = None
     notes: list[str] = field(default_factory=list)
+    guard: GuardResult | None = None
 
     def warnings(self) -> list[str]:
         """Honest warnings: slower than the original, quality loss, no size gain."""
@@ -62,12 +64,16 @@ class Report:
         if worse:
             change = (a.value - b.value) / b.value * 100 if b.value else float("inf")
             out.append(f"{b.metric} changed by {change:+.2f}% ({b.value:.4g} → {a.value:.4g})")
+        guard_warning = self.guard.warning() if self.guard else None
+        if guard_warning:
+            out.append(guard_warning)
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "output": self.output,
                 "steps": [vars(s) for s in self.steps],
                 "before": self.before.to_dict(), "after": self.after.to_dict(),
+                "calibration_guard": self.guard.to_dict() if self.guard else None,
                 "warnings": self.warnings(), "notes": self.notes}
 
     def to_json(self) -> str:
@@ -76,11 +82,15 @@ class Report:
     def table_rows(self) -> list[tuple[str, str, str, str]]:
         """(quantity, before, after, after/before) rows of the before/after table."""
         b, a = self.before, self.after
-        rows = [(b.metric, f"{b.value:.4f}", f"{a.value:.4f}", _ratio(b.value, a.value)),
-                ("size on disk", _fmt_bytes(b.size_bytes), _fmt_bytes(a.size_bytes),
-                 _ratio(b.size_bytes, a.size_bytes)),
-                ("parameters", f"{b.params:,}", f"{a.params:,}", _ratio(b.params, a.params)),
-                ("weight sparsity", f"{b.sparsity:.2%}", f"{a.sparsity:.2%}", "")]
+        rows = [(b.metric, f"{b.value:.4f}", f"{a.value:.4f}", _ratio(b.value, a.value))]
+        if self.guard:
+            g = self.guard
+            rows.append((f"{b.metric}, calibration-free baseline ({' → '.join(g.baseline_steps)})", "",
+                         f"{g.baseline_value:.4f}", _ratio(b.value, g.baseline_value)))
+        rows += [("size on disk", _fmt_bytes(b.size_bytes), _fmt_bytes(a.size_bytes),
+                  _ratio(b.size_bytes, a.size_bytes)),
+                 ("parameters", f"{b.params:,}", f"{a.params:,}", _ratio(b.params, a.params)),
+                 ("weight sparsity", f"{b.sparsity:.2%}", f"{a.sparsity:.2%}", "")]
         for key, tb in b.latency.items():
             ta = a.latency.get(key)
             if ta is None:
