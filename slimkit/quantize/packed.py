@@ -331,4 +331,5 @@ def install_packed(model: nn.Module, section: dict[str, Any]) -> None:
         raise ValueError(f"packed section: {section['float_dtype']!r} is not a float dtype")
     model.to(dtype)
     for path, spec in section["modules"].items():
-        replace_module(model, path, packed_from_spec(spec))
+        # .to(dtype) converts only the bias, as packing did before saving (integers and scales stay exact)
+        replace_module(model, path, packed_from_spec(spec).to(dtype))
