@@ -4,9 +4,20 @@ Every compression step is a :class:`Method` with the same four phases, borrowed 
 ``torch.ao.pruning``'s prepare → step → squash:
 
 * ``prepare(model)``: attach parametrizations / hooks, no weights change yet;
-* ``calibrate(model, forward_loop)``: observe activations (only methods that need data);
+* ``calibrate(model, forward_loop)``: run calibration data (only methods that need it);
 * ``step(progress)``: update masks / schedules; ``progress`` runs from 0 to 1 over training;
-* ``finalize(model)``: bake everything into the model and return statistics.
+* ``finalize(model)``: bake what is still simulated into the model and return statistics.
+
+What ``calibrate`` may do depends on the family, and the docstrings say so:
+
+* Observing methods (``quant.static``, ``quant.qat``, ``prune.structured``) only record statistics in
+  ``calibrate``; ``finalize`` rewrites.
+* Layer-sequential one-shot methods (GPTQ, AWQ, SparseGPT, Wanda, all built on
+  :class:`slimkit.calib.layer_method.LayerSequentialMethod`) rewrite the weights in ``calibrate``, block
+  by block, because each block must be calibrated on the inputs produced by the already-compressed
+  blocks before it; their ``finalize`` bakes nothing and only returns the statistics.
+* SmoothQuant folds its smoothing factors into the weights in ``calibrate`` (the float function is
+  unchanged) and quantizes in ``finalize``.
 
 Methods register with ``@register(ConfigClass)``; nothing is discovered by name.
 """
@@ -50,14 +61,15 @@ class Method(ABC, Generic[C]):
         """Attach whatever the method needs; the default attaches nothing."""
 
     def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:  # noqa: B027
-        """Observe calibration data; the default ignores it (data-free methods)."""
+        """Run calibration data through ``model`` (see the module docstring for which methods rewrite weights
+        here); the default ignores it (data-free methods)."""
 
     def step(self, progress: float) -> None:  # noqa: B027 - optional phase
         """Advance a schedule; ``progress`` in [0, 1]. The default does nothing."""
 
     @abstractmethod
     def finalize(self, model: nn.Module) -> dict[str, Any]:
-        """Bake the method into ``model`` and return statistics for the report."""
+        """Bake what the method still simulates into ``model`` and return statistics for the report."""
 
 
 _REGISTRY: dict[type[BaseConfig], type[Method[Any]]] = {}

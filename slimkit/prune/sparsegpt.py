@@ -1,20 +1,24 @@
 """SparseGPT one-shot pruning (``prune.sparsegpt``): prune each transformer block's Linears to an exact
 sparsity or an N:M pattern with OBS-style error compensation from calibration Hessians, one block at a
-time. Also defines the sparsity-pattern config fields shared with Wanda.
+time (Frantar & Alistarh, 2023, see :mod:`slimkit.prune.sparsegpt_math`). Also defines the sparsity-pattern
+config fields and the statistics shared with Wanda. Like every
+:class:`~slimkit.calib.layer_method.LayerSequentialMethod`, the weights are pruned during ``calibrate``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
+from torch import Tensor
 
-from slimkit.calib.sequential import LayerContext, run_sequential
+from slimkit.calib.layer_method import LayerSequentialMethod
+from slimkit.calib.stats import InputStats
 from slimkit.config import BaseConfig
-from slimkit.method import ForwardLoop, Method, register
+from slimkit.method import register
 from slimkit.prune.sparsegpt_math import SparsityPattern, sparsegpt_prune
+from slimkit.targets import Target
 
 
 class CalibratedPruneConfig(BaseConfig):
@@ -42,6 +46,9 @@ class CalibratedPruneConfig(BaseConfig):
         return SparsityPattern(self.sparsity, self.n, self.m)
 
 
+P = TypeVar("P", bound=CalibratedPruneConfig)
+
+
 class SparseGPTConfig(CalibratedPruneConfig):
     """SparseGPT: ``damp`` is the Hessian dampening (fraction of its mean diagonal), ``block_size`` the
     number of columns per adaptive-mask block (a multiple of ``m`` for N:M)."""
@@ -57,38 +64,32 @@ class SparseGPTConfig(CalibratedPruneConfig):
         return self
 
 
-def sparsity_stats(linears: int, zeros: int, total: int) -> dict[str, Any]:
-    """The statistics both calibrated pruners report."""
-    return {"linears": linears, "pruned_params": zeros, "target_params": total,
-            "sparsity": round(zeros / max(total, 1), 6)}
+class CalibratedPruneMethod(LayerSequentialMethod[P]):
+    """The shared half of SparseGPT and Wanda: both count the zeros they leave and report the same statistics."""
+
+    def __init__(self, config: P) -> None:
+        super().__init__(config)
+        self._zeros = self._total = 0
+
+    def count(self, keep: Tensor) -> None:
+        """Add one pruned weight's keep-mask (rows, cols) to the totals."""
+        self._zeros += int((~keep).sum())
+        self._total += keep.numel()
+
+    def summary(self) -> dict[str, Any]:
+        return {"pruned_params": self._zeros, "target_params": self._total,
+                "sparsity": round(self._zeros / max(self._total, 1), 6)}
 
 
 @register(SparseGPTConfig)
-class SparseGPTMethod(Method[SparseGPTConfig]):
-    """Sequential SparseGPT over the model's transformer blocks."""
+class SparseGPTMethod(CalibratedPruneMethod[SparseGPTConfig]):
+    """Sequential SparseGPT over the model's transformer blocks: prune and compensate with each block's Hessian."""
 
-    def __init__(self, config: SparseGPTConfig) -> None:
-        super().__init__(config)
-        self._stats: dict[str, Any] | None = None
-        self._zeros = self._total = 0
+    label = "SparseGPT"
 
-    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
-        linears = run_sequential(model, forward_loop, self.config.targets, self._prune_block,
-                                 with_hessian=True, description="SparseGPT")
-        self._stats = sparsity_stats(linears, self._zeros, self._total)
-
-    def _prune_block(self, ctx: LayerContext) -> None:
-        cfg = self.config
-        for name, target in ctx.targets.items():
-            weight = target.param
-            pruned = sparsegpt_prune(weight.data, ctx.stats[name].hessian(), cfg.pattern(), damp=cfg.damp,
-                                     block_size=cfg.block_size)
-            with torch.no_grad():
-                weight.copy_(pruned.to(weight.dtype))
-            self._zeros += int((pruned == 0).sum())
-            self._total += pruned.numel()
-
-    def finalize(self, model: nn.Module) -> dict[str, Any]:
-        if self._stats is None:
-            raise RuntimeError("prune.sparsegpt needs calibration: use slimkit.apply(model, config, forward_loop)")
-        return self._stats
+    def compress_linear(self, target: Target, stats: InputStats) -> None:
+        cfg, weight = self.config, target.param
+        pruned = sparsegpt_prune(weight.data, stats.hessian(), cfg.pattern(), damp=cfg.damp, block_size=cfg.block_size)
+        with torch.no_grad():
+            weight.copy_(pruned.to(weight.dtype))
+        self.count(pruned != 0)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from slimkit.calib.hessian import inverse_hessian_factor, one_thread, prepare_hessian
 from slimkit.prune.masks import lowest_k_mask, prune_count
 from slimkit.prune.nm import check_nm, nm_mask
-from slimkit.quantize.gptq_math import inverse_hessian_factor, one_thread, prepare_hessian
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,17 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from slimkit.calib.sequential import LayerContext, run_sequential
-from slimkit.method import ForwardLoop, Method, register
+from slimkit.calib.layer_method import LayerSequentialMethod
+from slimkit.calib.sequential import LayerContext
+from slimkit.calib.stats import InputStats
+from slimkit.method import register
 from slimkit.models.arch import ATTENTION_SCORE_LINEARS, ScaleGroup, scale_groups
 from slimkit.quantize.awq_math import clipped_grid, folded_hessian, search_scale
+from slimkit.quantize.folding import fold_scale
 from slimkit.quantize.gptq import GroupQuantConfig
 from slimkit.quantize.primitives import dequantize, quantize, quantize_dequantize
 from slimkit.quantize.record import QuantRecord, set_quant_record
+from slimkit.targets import Target
 
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(20))  # 1.0 (no clipping) down to 0.525
 
@@ -41,40 +45,25 @@ class AWQConfig(GroupQuantConfig):
     needs_calibration = True
 
 
-def fold_scale(previous: nn.Module, linears: list[nn.Linear], s: Tensor) -> None:
-    """Divide ``previous``'s output channels by ``s`` (in,) and multiply the ``linears``' inputs by it."""
-    with torch.no_grad():
-        if isinstance(previous, nn.Linear):
-            previous.weight.div_(s[:, None].to(previous.weight.dtype))  # (out, in): scale the rows
-        else:
-            norm_weight = previous.get_parameter("weight")
-            norm_weight.div_(s.to(norm_weight.dtype))  # norm weight (features,)
-        bias = getattr(previous, "bias", None)
-        if isinstance(bias, Tensor):
-            bias.div_(s.to(bias.dtype))
-        for linear in linears:
-            linear.weight.mul_(s[None, :].to(linear.weight.dtype))  # (out, in): scale the columns
-
-
 @register(AWQConfig)
-class AWQMethod(Method[AWQConfig]):
-    """Sequential AWQ scale search + RTN over the model's Llama-style blocks."""
+class AWQMethod(LayerSequentialMethod[AWQConfig]):
+    """Sequential AWQ over the model's Llama-style blocks: per block, search and fold the scale groups, then
+    round each targeted Linear to nearest (on a searched clipping range)."""
+
+    label = "AWQ"
 
     def __init__(self, config: AWQConfig) -> None:
         super().__init__(config)
-        self._stats: dict[str, Any] | None = None
         self._alphas: list[float] = []
         self._error = self._rtn_error = 0.0
         self._params = 0
         self._folded: dict[str, Tensor] = {}  # Linear name -> scale folded into its input columns (this block)
 
-    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
-        linears = run_sequential(model, forward_loop, self.config.targets, self._quantize_block,
-                                 with_hessian=True, description="AWQ")
-        self._stats = {"linears": linears, "quantized_params": self._params,
-                       "scale_groups": len(self._alphas),
-                       "mean_alpha": round(sum(self._alphas) / max(len(self._alphas), 1), 3),
-                       "output_error_vs_rtn": round(self._error / max(self._rtn_error, 1e-30), 4)}
+    def compress_block(self, ctx: LayerContext) -> None:
+        self._folded.clear()
+        for group in scale_groups(ctx.layer):
+            self._scale_group(ctx, group)
+        super().compress_block(ctx)
 
     def _scale_group(self, ctx: LayerContext, group: ScaleGroup) -> None:
         names = [f"{ctx.prefix}.{n}" for n in group.linears]
@@ -90,27 +79,22 @@ class AWQMethod(Method[AWQConfig]):
         self._error += found.error
         self._rtn_error += found.rtn_error
 
-    def _quantize_block(self, ctx: LayerContext) -> None:
-        self._folded.clear()
-        for group in scale_groups(ctx.layer):
-            self._scale_group(ctx, group)
-        scheme = self.config.scheme()
-        for name, target in ctx.targets.items():
-            weight = target.param
-            if self.config.clip_search and not name.endswith(ATTENTION_SCORE_LINEARS):
-                h = ctx.stats[name].hessian()  # of the inputs seen before folding
-                if name in self._folded:
-                    h = folded_hessian(h, self._folded[name])
-                scale, zero = clipped_grid(weight.data, h, scheme, CLIP_RATIOS)
-                w_hat = dequantize(quantize(weight.data, scale, zero, scheme), scale, zero, scheme)
-            else:
-                w_hat, scale, zero = quantize_dequantize(weight.data, scheme)
-            with torch.no_grad():
-                weight.copy_(w_hat)
-            set_quant_record(target.module, target.param_name, QuantRecord(scheme, scale, zero))
-            self._params += weight.numel()
+    def compress_linear(self, target: Target, stats: InputStats) -> None:
+        name, weight, scheme = target.module_name, target.param, self.config.scheme()
+        if self.config.clip_search and not name.endswith(ATTENTION_SCORE_LINEARS):
+            h = stats.hessian()  # of the inputs seen before folding
+            if name in self._folded:
+                h = folded_hessian(h, self._folded[name])
+            scale, zero = clipped_grid(weight.data, h, scheme, CLIP_RATIOS)
+            w_hat = dequantize(quantize(weight.data, scale, zero, scheme), scale, zero, scheme)
+        else:
+            w_hat, scale, zero = quantize_dequantize(weight.data, scheme)
+        with torch.no_grad():
+            weight.copy_(w_hat)
+        set_quant_record(target.module, target.param_name, QuantRecord(scheme, scale, zero))
+        self._params += weight.numel()
 
-    def finalize(self, model: nn.Module) -> dict[str, Any]:
-        if self._stats is None:
-            raise RuntimeError("quant.awq needs calibration: use slimkit.apply(model, config, forward_loop)")
-        return self._stats
+    def summary(self) -> dict[str, Any]:
+        return {"quantized_params": self._params, "scale_groups": len(self._alphas),
+                "mean_alpha": round(sum(self._alphas) / max(len(self._alphas), 1), 3),
+                "output_error_vs_rtn": round(self._error / max(self._rtn_error, 1e-30), 4)}

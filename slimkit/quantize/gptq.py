@@ -3,7 +3,8 @@ compensated on the remaining columns using calibration-data Hessians, one transf
 
 The method leaves dequantized float weights and a :class:`QuantRecord` on every quantized Linear, just
 like RTN, so the slimkit exporter stores packed integers; the record's scale and zero point reproduce
-the GPTQ weights exactly.
+the GPTQ weights exactly. Like every :class:`~slimkit.calib.layer_method.LayerSequentialMethod`, the
+weights are rewritten during ``calibrate``; ``finalize`` only reports.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
 
-from slimkit.calib.sequential import LayerContext, run_sequential
+from slimkit.calib.layer_method import LayerSequentialMethod
+from slimkit.calib.stats import InputStats
 from slimkit.config import BaseConfig
-from slimkit.method import ForwardLoop, Method, register
+from slimkit.method import register
 from slimkit.quantize.gptq_math import gptq_quantize
 from slimkit.quantize.primitives import QuantScheme
 from slimkit.quantize.record import QuantRecord, set_quant_record
+from slimkit.targets import Target
 
 
 class GroupQuantConfig(BaseConfig):
@@ -64,33 +66,25 @@ class GPTQConfig(GroupQuantConfig):
 
 
 @register(GPTQConfig)
-class GPTQMethod(Method[GPTQConfig]):
-    """Sequential GPTQ over the model's transformer blocks."""
+class GPTQMethod(LayerSequentialMethod[GPTQConfig]):
+    """Sequential GPTQ over the model's transformer blocks: each Linear is quantized with its block's Hessian."""
+
+    label = "GPTQ"
 
     def __init__(self, config: GPTQConfig) -> None:
         super().__init__(config)
-        self._stats: dict[str, Any] | None = None
         self._loss = 0.0
         self._params = 0
 
-    def calibrate(self, model: nn.Module, forward_loop: ForwardLoop) -> None:
-        linears = run_sequential(model, forward_loop, self.config.targets, self._quantize_block,
-                                with_hessian=True, description="GPTQ")
-        self._stats = {"linears": linears, "quantized_params": self._params, "gptq_loss": round(self._loss, 4)}
+    def compress_linear(self, target: Target, stats: InputStats) -> None:
+        cfg, scheme, weight = self.config, self.config.scheme(), target.param
+        result = gptq_quantize(weight.data, stats.hessian(), scheme, damp=cfg.damp, block_size=cfg.block_size,
+                               act_order=cfg.act_order)
+        with torch.no_grad():
+            weight.copy_(result.weight.to(weight.dtype))
+        set_quant_record(target.module, target.param_name, QuantRecord(scheme, result.scale, result.zero))
+        self._loss += result.loss
+        self._params += weight.numel()
 
-    def _quantize_block(self, ctx: LayerContext) -> None:
-        cfg, scheme = self.config, self.config.scheme()
-        for name, target in ctx.targets.items():
-            weight = target.param
-            result = gptq_quantize(weight.data, ctx.stats[name].hessian(), scheme, damp=cfg.damp,
-                                   block_size=cfg.block_size, act_order=cfg.act_order)
-            with torch.no_grad():
-                weight.copy_(result.weight.to(weight.dtype))
-            set_quant_record(target.module, target.param_name, QuantRecord(scheme, result.scale, result.zero))
-            self._loss += result.loss
-            self._params += weight.numel()
-
-    def finalize(self, model: nn.Module) -> dict[str, Any]:
-        if self._stats is None:
-            raise RuntimeError("quant.gptq needs calibration: use slimkit.apply(model, config, forward_loop)")
-        return self._stats
+    def summary(self) -> dict[str, Any]:
+        return {"quantized_params": self._params, "gptq_loss": round(self._loss, 4)}

@@ -8,20 +8,19 @@ the rest of the matrix is updated once per block. Group parameters (scale, zero 
 when the first column of a group is reached, from the group's *current* (error-compensated) weights;
 with activation ordering the columns are visited by decreasing ``H_jj`` but groups stay contiguous in
 the original column order, so the result is an ordinary grouped :class:`QuantScheme` tensor that the
-exporter packs like RTN's. The shared inverse-Hessian helpers also serve SparseGPT.
+exporter packs like RTN's. The inverse-Hessian helpers it shares with SparseGPT live in
+:mod:`slimkit.calib.hessian`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from slimkit.numerics import check_finite
+from slimkit.calib.hessian import inverse_hessian_factor, one_thread, prepare_hessian
 from slimkit.quantize.primitives import QuantScheme, compute_qparams
 
 
@@ -33,52 +32,6 @@ class GPTQResult:
     scale: Tensor
     zero: Tensor
     loss: float
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run a column sweep on one thread.
-
-    The sweep is thousands of tiny tensor ops; OpenMP hand-offs between threads cost more than they
-    save, and on a shared machine with oversubscribed cores the sweep ran ~15× slower with two threads.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def prepare_hessian(w: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    """Zero the columns of ``w`` that never see input (``H_jj = 0``) and make those ``H_jj = 1``.
-
-    Returns:
-        ``(w, h)``: float32 copy of the weight (rows, cols) and float64 copy of the Hessian (cols, cols).
-    """
-    w, h = w.detach().float().clone(), h.detach().double().clone()
-    dead = torch.diagonal(h) == 0  # (cols,)
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    return w, h
-
-
-def inverse_hessian_factor(h: Tensor, damp: float) -> Tensor:
-    """Upper Cholesky factor ``U`` of ``(H + λI)⁻¹`` with ``λ = damp · mean(diag H)``, float64 (cols, cols).
-
-    If the dampened Hessian is still not positive definite, ``λ`` grows tenfold until it is.
-    """
-    check_finite(h, "the layer Hessian (from the calibration activations)")  # dampening cannot mend NaN
-    cols = h.shape[0]
-    lam = damp * float(torch.diagonal(h).mean())
-    eye = torch.eye(cols, dtype=h.dtype)
-    for _ in range(8):
-        chol, info = torch.linalg.cholesky_ex(h + lam * eye)
-        if int(info) == 0:
-            hinv = torch.cholesky_inverse(chol)
-            return torch.linalg.cholesky(hinv, upper=True)
-        lam = max(lam * 10.0, 1e-8)
-    raise ValueError("the Hessian is not positive definite even after heavy dampening")
 
 
 def _grid(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:

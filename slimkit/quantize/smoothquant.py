@@ -20,6 +20,12 @@ too, the division carried by the activation quantizer itself (``StaticQuantLinea
 element-wise divide fused into the quantize step, one extra pass over the input per call). On SmolLM2
 (grouped-query attention) it took W8A8 perplexity from 25.6 to 17.7 at α = 0.5 (fp32 15.1) when only
 norms were folded (``benchmarks/results/activation_quant.md``).
+
+Lifecycle: ``calibrate`` runs the whole model twice (activation maxima, then activation ranges of the
+smoothed model) and already folds the factors into the weights, which keeps the float function;
+``finalize`` quantizes. It is not a :class:`~slimkit.calib.layer_method.LayerSequentialMethod`: nothing is
+compensated block by block, the factors come from the float model's own activations, and the activation
+ranges must be observed over full forwards of the smoothed model, as ``quant.static`` observes them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from torch import Tensor, nn
 
 from slimkit.method import ForwardLoop, Method, register
 from slimkit.models.arch import decoder_layers, layer_prefix, scale_groups
-from slimkit.quantize.awq import fold_scale
+from slimkit.quantize.folding import fold_scale
 from slimkit.quantize.static import ActivationQuantFields, calibrate_inputs, finalize_w8a8, target_linears
 
 _MIN_FACTOR = 1e-5

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from slimkit.quantize.gptq_math import one_thread
+from slimkit.calib.hessian import one_thread
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from slimkit.prune.sparsegpt import SparseGPTConfig
 from slimkit.prune.wanda import WandaConfig
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
-from slimkit.quantize.gptq_math import inverse_hessian_factor
 from tests._models import tiny_llama, token_batches
 
 SEQUENTIAL = [pytest.param(GPTQConfig(bits=4, group_size=32), id="gptq"),
@@ -88,13 +87,6 @@ def test_an_overflow_inside_a_block_is_named_by_its_linear():
     config = GPTQConfig(bits=4, group_size=32, targets={"include": ["*mlp*"]})
     with pytest.raises(NonFiniteError, match=r"GPTQ: calibration activations entering model.layers.0.mlp.down_proj"):
         slimkit.apply(model, config, loop_over(ids))
-
-
-def test_gptq_hessian_factor_names_nan_instead_of_definiteness():
-    h = torch.eye(8, dtype=torch.float64)
-    h[2, 3] = float("nan")
-    with pytest.raises(NonFiniteError, match=r"the layer Hessian .* holds 1 NaN and 0 infinite values \(of 64\)"):
-        inverse_hessian_factor(h, damp=0.01)
 
 
 def test_check_finite_passes_finite_and_integer_tensors():
