@@ -1,26 +1,45 @@
-"""Pure ``state_dict -> (tensors, header)`` compressors for the slimkit on-disk format.
+"""Pure ``state_dict -> (tensors, header)`` compression for the slimkit on-disk format, through the codec registry.
 
-Each tensor is stored with one codec recorded in the JSON header:
-* ``dense``: as it is;
-* ``alias``: the same storage as another entry (tied embeddings are written once);
-* ``int``: a quantized weight as bit-packed integers plus scales (and zero points if affine);
-* ``bitmask``: a sparse float tensor as a bitmask plus its nonzero values (``sparse_codec``).
-Decompression gives back the float state dict and the quantization records.
+Each tensor is stored with one codec recorded in its JSON header entry:
+* ``alias``: the same storage as another entry (tied embeddings are written once), the format's own;
+* a tensor carrying a note (e.g. a quantized weight's ``QuantRecord``): the codec registered for that
+  note's type (``int``, registered by the quantization family: bit-packed integers plus scales);
+* otherwise ``bitmask`` when the tensor is sparse enough (:mod:`slimkit.export.sparse_codec`), else
+  ``dense``: as it is. Both are the format's own and registered here.
+Decompression asks the registry for the codec each entry names and gives back the float state dict and
+the notes (records) to attach to the loaded model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from slimkit.export.sparse_codec import decode_bitmask_entry, encode_bitmask_entry, worth_bitmask
-from slimkit.quantize.packing import pack_bits, unpack_bits
-from slimkit.quantize.primitives import QuantScheme, dequantize
-from slimkit.quantize.record import QuantRecord, record_integers
+from slimkit.export.registry import ALIAS, Codec, Entry, codec_for_note, codec_named, register_codec, stored_tensor
+from slimkit.export.sparse_codec import BITMASK, worth_bitmask
 
-Header = dict[str, dict[str, Any]]
+Header = dict[str, Entry]
+
+
+class DenseCodec(Codec):
+    """The tensor as it is, under its own name."""
+
+    name = "dense"
+
+    def encode(self, name: str, tensor: Tensor, note: Any, out: dict[str, Tensor]) -> Entry:
+        out[name] = tensor.detach().contiguous()
+        return {"codec": self.name}
+
+    def decode(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> tuple[Tensor, None]:
+        return tensors[name], None
+
+    def check_stored(self, name: str, entry: Entry, tensors: dict[str, Tensor], where: str) -> None:
+        stored_tensor(tensors, name, where)
+
+
+DENSE = register_codec(DenseCodec())
 
 
 def _alias_map(state: dict[str, Tensor]) -> dict[str, str]:
@@ -39,72 +58,45 @@ def _alias_map(state: dict[str, Tensor]) -> dict[str, str]:
     return aliases
 
 
-def _encode_int(name: str, t: Tensor, rec: QuantRecord, out: dict[str, Tensor]) -> dict[str, Any]:
-    s = rec.scheme
-    q = record_integers(name, t, rec)  # (rows, cols); warns if the weight left its grid after quantization
-    out[f"{name}.qdata"] = pack_bits(s.codes(q), s.bits)
-    out[f"{name}.scale"] = rec.scale.float().contiguous()
-    if not s.symmetric:
-        out[f"{name}.zero"] = rec.zero.to(torch.uint8).contiguous()
-    return {"codec": "int", "bits": s.bits, "symmetric": s.symmetric, "granularity": s.granularity,
-            "group_size": s.group_size, "kind": s.kind, "shape": list(t.shape),
-            "dtype": str(t.dtype).removeprefix("torch.")}
+def _codec_for(tensor: Tensor, note: Any) -> Codec:
+    if note is not None:
+        return codec_for_note(note)
+    return BITMASK if worth_bitmask(tensor) else DENSE
 
 
-def compress_state_dict(
-    state: dict[str, Tensor], records: dict[str, QuantRecord]
-) -> tuple[dict[str, Tensor], Header]:
-    """Encode ``state`` for disk; ``records`` names the quantized weights.
+def compress_state_dict(state: dict[str, Tensor], notes: Mapping[str, Any]) -> tuple[dict[str, Tensor], Header]:
+    """Encode ``state`` for disk; ``notes`` maps tensor names to what their codec needs (QuantRecords).
 
     Returns:
         ``(tensors, header)``: the tensors to write with safetensors and the per-entry codec header.
     """
     aliases = _alias_map(state)
-    records = {aliases.get(n, n): r for n, r in records.items()}  # a quantized tied lm_head: pack it once
+    notes = {aliases.get(n, n): note for n, note in notes.items()}  # a quantized tied lm_head: pack it once
     tensors: dict[str, Tensor] = {}
     header: Header = {}
     for name, t in state.items():
         if name in aliases:
-            header[name] = {"codec": "alias", "of": aliases[name]}
-        elif name in records:
-            header[name] = _encode_int(name, t.detach(), records[name], tensors)
-        elif worth_bitmask(t):
-            header[name] = encode_bitmask_entry(name, t, tensors)
+            header[name] = {"codec": ALIAS, "of": aliases[name]}
         else:
-            tensors[name] = t.detach().contiguous()
-            header[name] = {"codec": "dense"}
+            header[name] = _codec_for(t, notes.get(name)).encode(name, t.detach(), notes.get(name), tensors)
     return tensors, header
 
 
-def _decode_int(name: str, entry: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[Tensor, QuantRecord]:
-    scheme = QuantScheme(entry["bits"], entry["symmetric"], entry["granularity"], entry["group_size"],
-                         entry.get("kind", "int"))
-    shape = entry["shape"]
-    rows, cols = shape[0], int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
-    scale = tensors[f"{name}.scale"]
-    zero = tensors[f"{name}.zero"].float() if not scheme.symmetric else torch.zeros_like(scale)
-    q = scheme.levels(unpack_bits(tensors[f"{name}.qdata"], scheme.bits, rows * cols).reshape(rows, cols))
-    w = dequantize(q, scale, zero, scheme).reshape(shape).to(getattr(torch, entry["dtype"]))
-    return w, QuantRecord(scheme, scale, zero)
+def decompress_state_dict(tensors: dict[str, Tensor], header: Header) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Inverse of :func:`compress_state_dict`: float state dict plus the notes of the tensors that had one.
 
-
-def decompress_state_dict(
-    tensors: dict[str, Tensor], header: Header
-) -> tuple[dict[str, Tensor], dict[str, QuantRecord]]:
-    """Inverse of :func:`compress_state_dict`: float state dict plus quantization records."""
+    Raises:
+        FormatError: an entry names a codec no family registered (the message lists the known ones).
+    """
     state: dict[str, Tensor] = {}
-    records: dict[str, QuantRecord] = {}
+    notes: dict[str, Any] = {}
     for name, entry in header.items():
-        codec = entry.get("codec")
-        if codec == "dense":
-            state[name] = tensors[name]
-        elif codec == "int":
-            state[name], records[name] = _decode_int(name, entry, tensors)
-        elif codec == "bitmask":
-            state[name] = decode_bitmask_entry(name, entry, tensors)
-        elif codec != "alias":
-            raise ValueError(f"{name}: unknown codec {codec!r} in the slimkit header")
+        if entry.get("codec") == ALIAS:
+            continue
+        state[name], note = codec_named(entry.get("codec"), f"tensor {name!r}").decode(name, entry, tensors)
+        if note is not None:
+            notes[name] = note
     for name, entry in header.items():
-        if entry.get("codec") == "alias":
+        if entry.get("codec") == ALIAS:
             state[name] = state[entry["of"]]
-    return state, records
+    return state, notes

@@ -8,6 +8,9 @@ Layout::
 
 Loading never unpickles: the header is JSON, tensors come from safetensors, and the module is rebuilt
 from its config (HF), its module files (sentence-transformers) or the architecture registry (torch).
+This module knows no method family: tensors are encoded by the codecs and modules rebuilt by the module
+restorers the families registered (:mod:`slimkit.export.registry`). It registers itself with
+:func:`slimkit.models.loading.load_model` as the loader of directories holding ``slimkit.json``.
 """
 
 from __future__ import annotations
@@ -32,12 +35,11 @@ from slimkit.export.header import (
     read_header,
     read_tensors,
 )
+from slimkit.export.registry import codec_for_note, collect_notes, module_restorers
 from slimkit.models import hf
 from slimkit.models.bundle import ModelBundle
+from slimkit.models.loading import register_loader
 from slimkit.models.zoo import build_architecture
-from slimkit.quantize.activation import restore_static_quant_linears
-from slimkit.quantize.packed import install_packed, packed_header
-from slimkit.quantize.record import quant_records, set_quant_record
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEADER_FILE", "WEIGHTS_FILE", "REPORT_FILES", "FormatError", "check_output",
            "is_slimkit_dir", "load_slimkit_dir", "read_header", "save", "saved_size", "write_into"]
@@ -91,13 +93,14 @@ def save(bundle: ModelBundle, out: Path, *, overwrite: bool = False) -> Path:
 
 def write_into(bundle: ModelBundle, directory: Path) -> None:
     """Write ``bundle`` into an existing, empty ``directory`` (callers make it atomic)."""
-    tensors, codecs = compress_state_dict(bundle.model.state_dict(), quant_records(bundle.model))
+    tensors, codecs = compress_state_dict(bundle.model.state_dict(), collect_notes(bundle.model))
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": bundle.kind,
               "source": bundle.source, "origin": bundle.root_source, "arch": bundle.arch,
               "applied": bundle.applied, "tensors": codecs}
-    packed = packed_header(bundle.model)
-    if packed:
-        header["packed"] = packed  # which modules are packed, with which kernel; rebuilt on load
+    for restorer in module_restorers():  # e.g. 'packed': which modules are packed, with which kernel
+        spec = restorer.header_spec(bundle.model) if restorer.header_spec else None
+        if spec:
+            header[restorer.kind] = spec
     if bundle.kind == "sentence-transformer":
         hf.save_st_skeleton(bundle, directory)
     elif bundle.kind != "torch":
@@ -138,13 +141,11 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     header = read_header(path)
     tensors = read_tensors(path)
     check_tensors(header, tensors, path)
-    state, records = decompress_state_dict(tensors, header["tensors"])
+    state, notes = decompress_state_dict(tensors, header["tensors"])
     model, tokenizer = _skeleton(path, header, skeleton)
     try:
         resize_modules_to_state(model, state)
-        restore_static_quant_linears(model, state)  # W8A8 Linears carry activation qparams as buffers
-        if header.get("packed"):
-            install_packed(model, header["packed"])
+        _restore_modules(model, state, header)
         result = model.load_state_dict(state, strict=False)
     except (ValueError, RuntimeError, KeyError) as err:  # shapes or packed specs that do not fit the model
         raise FormatError(f"{path / HEADER_FILE}: the stored tensors do not fit the {header['kind']} model "
@@ -152,12 +153,20 @@ def load_slimkit_dir(path: Path, skeleton: nn.Module | None = None) -> ModelBund
     if result.missing_keys or result.unexpected_keys:
         raise FormatError(f"{path}: weights do not fit the architecture (missing {result.missing_keys[:5]}, "
                           f"unexpected {result.unexpected_keys[:5]})")
-    modules = dict(model.named_modules())
-    for fqn, record in records.items():
-        module_name, _, param_name = fqn.rpartition(".")
-        set_quant_record(modules[module_name], param_name, record)
+    for name, note in notes.items():  # e.g. a QuantRecord, so the loaded model re-saves packed
+        codec_for_note(note).attach(model, name, note)
     return ModelBundle(model.eval(), header["kind"], str(path), tokenizer, header.get("arch"),
                        list(header.get("applied", [])), header.get("origin"))
+
+
+def _restore_modules(model: nn.Module, state: dict[str, Any], header: dict[str, Any]) -> None:
+    """Give the skeleton the modules the families registered: those the state implies (W8A8 Linears with
+    their activation buffers), then those a header section describes (packed layers)."""
+    for restorer in module_restorers():
+        if restorer.header_spec is None:
+            restorer.restore(model, state, None)
+        elif header.get(restorer.kind):
+            restorer.restore(model, state, header[restorer.kind])
 
 
 def _skeleton(path: Path, header: dict[str, Any], skeleton: nn.Module | None) -> tuple[nn.Module, Any]:
@@ -212,3 +221,10 @@ def resize_modules_to_state(model: nn.Module, state: dict[str, Any]) -> None:
         setattr(module, attrs[0], saved.shape[0])
         if attrs[1]:
             setattr(module, attrs[1], saved.shape[1])
+
+
+def _load_output(path: Path, source: str) -> ModelBundle:
+    return load_slimkit_dir(path)  # the bundle's source is the directory itself
+
+
+register_loader(is_slimkit_dir, _load_output, what=f"a slimkit output ({HEADER_FILE})")

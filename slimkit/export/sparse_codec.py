@@ -4,15 +4,19 @@ A tensor with a fraction ``z`` of zeros takes ``numel/8 + (1 − z)·numel·item
 ``numel·itemsize`` (float32 at 90% zeros: 13.6% of dense). Zeros of either sign count as zero (masking
 by multiplication leaves ``-0.0`` behind): decoding restores every value exactly, with ``-0.0`` coming
 back as ``+0.0`` (equal under ``==``); NaNs are kept as values. The slimkit format
-uses this codec for floating-point tensors with more than :data:`MIN_ZERO_FRACTION` zeros.
+uses this codec (registered here as ``bitmask``, whatever made the tensor sparse) for floating-point
+tensors with more than :data:`MIN_ZERO_FRACTION` zeros.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from slimkit.export.registry import Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
 
 #: Store a tensor as a bitmask when more than this fraction of its entries are zero.
 MIN_ZERO_FRACTION = 0.3
@@ -63,12 +67,31 @@ def worth_bitmask(t: Tensor, min_zero_fraction: float = MIN_ZERO_FRACTION) -> bo
     return zeros > min_zero_fraction
 
 
-def encode_bitmask_entry(name: str, t: Tensor, out: dict[str, Tensor]) -> dict[str, Any]:
-    """Write ``name.bitmask`` and ``name.values`` into ``out``; return the header entry."""
-    out[f"{name}.bitmask"], out[f"{name}.values"] = encode_bitmask(t)
-    return {"codec": "bitmask", "shape": list(t.shape)}
+class BitmaskCodec(Codec):
+    """``NAME.bitmask`` and ``NAME.values``; the header entry records the shape."""
+
+    name = "bitmask"
+
+    def encode(self, name: str, tensor: Tensor, note: Any, out: dict[str, Tensor]) -> Entry:
+        out[f"{name}.bitmask"], out[f"{name}.values"] = encode_bitmask(tensor)
+        return {"codec": self.name, "shape": list(tensor.shape)}
+
+    def decode(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> tuple[Tensor, None]:
+        return decode_bitmask(tensors[f"{name}.bitmask"], tensors[f"{name}.values"], entry["shape"]), None
+
+    def check_entry(self, entry: Entry, where: str) -> None:
+        entry_shape(entry, where)
+
+    def check_stored(self, name: str, entry: Entry, tensors: dict[str, Tensor], where: str) -> None:
+        numel = math.prod(entry["shape"])
+        mask = stored_tensor(tensors, f"{name}.bitmask", where)
+        values = stored_tensor(tensors, f"{name}.values", where)
+        if mask.dtype != torch.uint8 or mask.dim() != 1 or mask.numel() != -(-numel // 8):
+            raise FormatError(f"{where}: bitmask holds {mask.numel()} {mask.dtype} bytes, shape {entry['shape']} "
+                              f"needs {-(-numel // 8)} uint8")
+        kept = int(unpack_mask(mask, numel).sum())
+        if values.dim() != 1 or values.numel() != kept:
+            raise FormatError(f"{where}: the bitmask keeps {kept} entries but {values.numel()} values are stored")
 
 
-def decode_bitmask_entry(name: str, entry: dict[str, Any], tensors: dict[str, Tensor]) -> Tensor:
-    """The dense tensor stored under ``name`` by :func:`encode_bitmask_entry`."""
-    return decode_bitmask(tensors[f"{name}.bitmask"], tensors[f"{name}.values"], entry["shape"])
+BITMASK = register_codec(BitmaskCodec())

@@ -4,12 +4,15 @@ A spec is a packaged short name (``smollm2-135m``), a slimkit output directory, 
 sentence-transformers directory, a ``.gguf`` file, or ``ARCH=WEIGHTS`` for a state-dict file of a
 registered torch architecture (``lenet-300-100=weights.pt``, with arguments
 ``mlp[in_features=64,hidden=[32]]=weights.pt``). Hub ids are refused with a plain explanation,
-because slimkit never downloads at run time.
+because slimkit never downloads at run time. Formats defined above ``models`` (the slimkit output
+directory) plug in with :func:`register_loader`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from slimkit.models.bundle import ModelBundle
@@ -19,6 +22,30 @@ from slimkit.models.packaged import PACKAGED_MODELS, packaged_model_path
 # or config file are missing files, not hub ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _FILE_SUFFIXES = (".gguf", ".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class PathLoader:
+    """A loader another part of slimkit registered: ``claims(path)`` says whether ``load(path, source)`` reads it."""
+
+    claims: Callable[[Path], bool]
+    load: Callable[[Path, str], ModelBundle]
+    what: str  # named in the error for a path no loader reads, e.g. "a slimkit output (slimkit.json)"
+
+
+_LOADERS: list[PathLoader] = []
+
+
+def register_loader(claims: Callable[[Path], bool], load: Callable[[Path, str], ModelBundle], *, what: str) -> None:
+    """Let :func:`load_model` read the paths ``claims`` accepts with ``load(path, source)``.
+
+    Registered loaders are asked before the built-in ones, in registration order: a slimkit output of
+    a Hugging Face model also holds a ``config.json`` and must not be read as a plain HF directory. The
+    slimkit format registers itself this way, so ``models`` never imports ``export``.
+    """
+    if any(loader.what == what for loader in _LOADERS):
+        return  # the registering module was imported again
+    _LOADERS.append(PathLoader(claims, load, what))
 
 
 def load_model(spec: str) -> ModelBundle:
@@ -45,17 +72,17 @@ def load_model(spec: str) -> ModelBundle:
 
 
 def _load_path(path: Path, source: str) -> ModelBundle:
-    from slimkit.export.slimkit_format import is_slimkit_dir, load_slimkit_dir
     from slimkit.models import hf
 
+    for loader in _LOADERS:
+        if loader.claims(path):
+            return loader.load(path, source)
     if path.is_file():
         if path.suffix == ".gguf":
             return hf.load_gguf_file(path, source)
         raise ValueError(f"{path}: a bare weights file cannot be loaded without its architecture; name it as "
                          f"ARCH={path} with a registered architecture, or pass a model directory, a .gguf file "
                          "or a slimkit output directory")
-    if is_slimkit_dir(path):
-        return load_slimkit_dir(path)
     if (path / "modules.json").exists():
         return hf.load_sentence_transformer(path, source)
     if (path / "config.json").exists():
@@ -63,5 +90,6 @@ def _load_path(path: Path, source: str) -> ModelBundle:
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return hf.load_gguf_file(ggufs[0], source)
-    raise ValueError(f"{path}: not a model directory (no slimkit.json, modules.json, config.json or single "
-                     ".gguf file)")
+    known = [loader.what for loader in _LOADERS] + ["a sentence-transformers directory (modules.json)",
+                                                     "a Hugging Face directory (config.json)", "a single .gguf file"]
+    raise ValueError(f"{path}: not a model directory; slimkit reads {', '.join(known)}")

@@ -7,7 +7,8 @@ each targeted ``nn.Linear`` is replaced by a :class:`StaticQuantLinear` (same we
 Parameters, same state-dict names) with three more buffers, ``input_scale``, ``input_zero`` and
 ``input_qrange`` (qmin, qmax), plus ``input_smooth`` when SmoothQuant divides the input per channel
 inside the quantizer. Those buffers are saved like any buffer; :func:`restore_static_quant_linears`
-rebuilds the modules from a state dict before loading it.
+rebuilds the modules from a state dict before loading it, registered here as the slimkit format's
+``static-quant-linear`` module restorer (:mod:`slimkit.export.registry`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.export.registry import register_module_restorer
 from slimkit.hooks import HookSet
 from slimkit.quantize.fake_quant import fake_quantize
 from slimkit.quantize.observers import ActivationObserver
@@ -92,6 +94,13 @@ def restore_static_quant_linears(model: nn.Module, state: dict[str, Tensor]) -> 
                        smooth)
         count += 1
     return count
+
+
+def _restore_static(model: nn.Module, state: dict[str, Tensor], section: None) -> None:
+    restore_static_quant_linears(model, state)
+
+
+register_module_restorer("static-quant-linear", _restore_static)
 
 
 def observe_inputs(hooks: HookSet, linears: dict[str, nn.Module],

@@ -25,6 +25,9 @@ Each module records the path it really computes with in ``compute`` (also in its
 kernel's own words ("int4 weights, bf16 compute", "int8 dynamic: int8 activations and weights,
 fbgemm"), or a dequantize-then-matmul fallback when the kernel is missing on the machine that built or
 loaded it (a file saved with int4 kernels and loaded where torch has none still runs, and says so).
+
+The slimkit format learns of packed layers from this module: it registers the ``packed`` module restorer
+(:func:`packed_header` on save, :func:`install_packed` on load) with :mod:`slimkit.export.registry`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.export.registry import FormatError, register_module_restorer
 from slimkit.quantize import kernels
 from slimkit.quantize.packing import pack_bits, packed_nbytes, unpack_bits
 from slimkit.quantize.primitives import QuantScheme, dequantize
@@ -320,6 +324,14 @@ def packed_header(model: nn.Module) -> dict[str, Any] | None:
             "modules": {name: m.spec() for name, m in modules.items()}}
 
 
+def check_packed_section(section: Any, where: str) -> None:
+    """The ``packed`` header section's shape, before anything is built from it."""
+    modules = section.get("modules") if isinstance(section, dict) else None
+    if not (isinstance(section, dict) and isinstance(section.get("float_dtype"), str) and isinstance(modules, dict)
+            and all(isinstance(spec, dict) for spec in modules.values())):
+        raise FormatError(f"{where} must be {{float_dtype: str, modules: {{path: spec}}}}, got {section!r}")
+
+
 def install_packed(model: nn.Module, section: dict[str, Any]) -> None:
     """Turn a freshly built float skeleton into the saved packed layout, ready for ``load_state_dict``.
 
@@ -333,3 +345,11 @@ def install_packed(model: nn.Module, section: dict[str, Any]) -> None:
     for path, spec in section["modules"].items():
         # .to(dtype) converts only the bias, as packing did before saving (integers and scales stay exact)
         replace_module(model, path, packed_from_spec(spec).to(dtype))
+
+
+def _restore_packed(model: nn.Module, state: dict[str, Tensor], section: dict[str, Any]) -> None:
+    install_packed(model, section)
+
+
+# The slimkit format saves packed_header(model) as the header's 'packed' section and calls install_packed on load.
+register_module_restorer("packed", _restore_packed, header_spec=packed_header, check_spec=check_packed_section)
