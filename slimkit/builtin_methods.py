@@ -8,6 +8,11 @@ fills the registries. One import per line, sorted; format plug-ins say what they
 """
 
 # ruff: noqa: F401
+import slimkit.cluster.codebook_codec  # format: codebook codec
+import slimkit.cluster.finetune
+import slimkit.cluster.huffman_codec  # format: huffman codec
+import slimkit.cluster.huffman_step
+import slimkit.cluster.weight_sharing
 import slimkit.export.slimkit_format  # format: dense/bitmask codecs, the slimkit-output loader
 import slimkit.prune.gradual
 import slimkit.prune.magnitude

@@ -64,6 +64,12 @@ class Codec(ABC):
     def check_stored(self, name: str, entry: Entry, tensors: dict[str, Tensor], where: str) -> None:  # noqa: B027
         """Check that the stored tensors of ``name`` agree with ``entry``, before any is decoded."""
 
+    def breakdown(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> dict[str, int]:
+        """Bytes of the stored tensors of ``name`` by part (``values``, ``positions``, ``codebook``, ``tables``),
+        for the report; the default counts every stored tensor of ``name`` (``NAME``, ``NAME.*``) as values."""
+        return {"values": sum(t.numel() * t.element_size() for key, t in tensors.items()
+                              if key == name or key.startswith(f"{name}."))}
+
 
 _CODECS: dict[str, Codec] = {}
 

@@ -93,5 +93,9 @@ class BitmaskCodec(Codec):
         if values.dim() != 1 or values.numel() != kept:
             raise FormatError(f"{where}: the bitmask keeps {kept} entries but {values.numel()} values are stored")
 
+    def breakdown(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> dict[str, int]:
+        mask, values = tensors[f"{name}.bitmask"], tensors[f"{name}.values"]
+        return {"positions": mask.numel(), "values": values.numel() * values.element_size()}
+
 
 BITMASK = register_codec(BitmaskCodec())

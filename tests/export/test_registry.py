@@ -39,14 +39,14 @@ def edit_header(directory, edit):
 
 
 def test_the_built_in_families_are_registered():
-    assert registry.codec_names() == ["alias", "bitmask", "dense", "int"]
+    assert registry.codec_names() == ["alias", "bitmask", "codebook", "dense", "huffman", "int"]
     assert [r.kind for r in registry.module_restorers()] == ["static-quant-linear", "packed"]
 
 
 def test_an_unregistered_codec_in_a_file_is_a_format_error_listing_the_known_ones(saved):
     edit_header(saved, lambda h: h["tensors"]["1.weight"].update(codec="palette"))
-    with pytest.raises(FormatError, match=r"tensors.1.weight: unknown codec 'palette' \(known: alias, bitmask, dense, "
-                                          r"int\)") as err:
+    with pytest.raises(FormatError, match=r"tensors.1.weight: unknown codec 'palette' \(known: alias, bitmask, "
+                                          r"codebook, dense, huffman, int\)") as err:
         load_slimkit_dir(saved)
     assert str(saved / "slimkit.json") in str(err.value)
 
@@ -167,6 +167,6 @@ print(codec_names(), [r.kind for r in module_restorers()])
 def test_importing_one_module_fills_the_registries(saved, module, then):
     out = subprocess.run([sys.executable, "-c", IMPORT_ONLY.format(module=module, then=then), str(saved)],
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "['alias', 'bitmask', 'dense', 'int'] ['static-quant-linear', 'packed']"
+    assert out[0] == "['alias', 'bitmask', 'codebook', 'dense', 'huffman', 'int'] ['static-quant-linear', 'packed']"
     if then:
         assert out[1] == "['1.weight']"

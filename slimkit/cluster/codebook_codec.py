@@ -1,0 +1,195 @@
+"""The ``codebook`` codec of the slimkit format: a clustered weight as fixed-width indices plus its codebook.
+
+A weight carrying a :class:`~slimkit.cluster.record.CodebookRecord` is stored as ``NAME.codebook`` (groups,
+K) in the codebook's dtype and ``NAME.indices``, bit-packed at ``index_bits`` bits each, in one of two
+layouts, whichever is smaller for the tensor:
+
+* ``dense``: one index per entry, the extra symbol ``K`` standing for an exact (pruned) zero;
+* ``sparse``: indices of the kept entries only, plus ``NAME.positions``, the relative positions of Deep
+  Compression's sparse format (:mod:`slimkit.cluster.streams`) at ``position_bits`` bits each.
+
+Decoding gives back exactly the saved values and the record, so a reloaded model re-saves the same way.
+The weight-sharing family registers this codec with the format's registry when this module is imported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from slimkit.cluster.record import (
+    CodebookRecord,
+    clustered_values,
+    codebook_indices,
+    matrix_shape,
+    set_share_note,
+    share_notes,
+)
+from slimkit.cluster.streams import (
+    best_position_bits,
+    gaps,
+    pack_fixed,
+    packed_bytes,
+    position_symbols,
+    positions_from_symbols,
+    unpack_fixed,
+)
+from slimkit.export.registry import Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+LAYOUTS = ("dense", "sparse")
+
+
+def index_width(symbols: int) -> int:
+    """Bits that index ``symbols`` distinct symbols (at least 1)."""
+    return max(1, (symbols - 1).bit_length())
+
+
+def dtype_name(tensor: Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def check_int_fields(entry: Entry, where: str, fields: dict[str, tuple[int, int]]) -> None:
+    """Each of ``fields`` is an integer within its (low, high) bounds."""
+    for key, (low, high) in fields.items():
+        value = entry.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise FormatError(f"{where}: '{key}' must be an integer from {low} to {high}, got {value!r}")
+
+
+def check_common_entry(entry: Entry, where: str) -> tuple[list[int], int]:
+    """Shape, dtype and layout of a codebook or Huffman entry; returns (shape, numel)."""
+    shape = entry_shape(entry, where)
+    if entry.get("dtype") not in FLOAT_DTYPES:
+        raise FormatError(f"{where}: 'dtype' must be one of {', '.join(FLOAT_DTYPES)}, got {entry.get('dtype')!r}")
+    if entry.get("layout") not in LAYOUTS:
+        raise FormatError(f"{where}: 'layout' must be one of {', '.join(LAYOUTS)}, got {entry.get('layout')!r}")
+    numel = math.prod(shape)
+    check_int_fields(entry, where, {"kept": (0, numel)})
+    if entry["layout"] == "sparse":
+        check_int_fields(entry, where, {"position_bits": (1, 8), "position_symbols": (entry["kept"], numel)})
+    return shape, numel
+
+
+def check_codebook(tensors: dict[str, Tensor], name: str, shape: list[int], where: str) -> Tensor:
+    """The stored codebook of ``name``: floating, (1 or rows, K) with 1 <= K <= 2^16."""
+    book = stored_tensor(tensors, f"{name}.codebook", where)
+    rows = matrix_shape(shape)[0]
+    if not book.is_floating_point() or book.dim() != 2 or book.shape[0] not in (1, rows) \
+            or not 1 <= book.shape[1] <= 2**16:
+        raise FormatError(f"{where}: the codebook has shape {tuple(book.shape)} ({book.dtype}); shape {shape} needs "
+                          f"a float (1 or {rows}, K) codebook with 1 <= K <= 65536")
+    return book
+
+
+def check_bytes(tensor: Tensor, needed: int, what: str, where: str) -> None:
+    if tensor.dtype != torch.uint8 or tensor.dim() != 1 or tensor.numel() != needed:
+        raise FormatError(f"{where}: {what} holds {tensor.numel()} {tensor.dtype} values, the header implies "
+                          f"{needed} uint8")
+
+
+def weight_with(index: np.ndarray, kept: np.ndarray, codebook: Tensor, entry: Entry, name: str) -> Tensor:
+    """The decoded weight of ``entry``'s shape and dtype from flat ``index`` and ``kept`` arrays."""
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= codebook.shape[1]):
+        raise FormatError(f"tensor {name!r}: a stored index lies outside its codebook of {codebook.shape[1]} values")
+    rows, cols = matrix_shape(entry["shape"])
+    index_t = torch.from_numpy(index.reshape(rows, cols))
+    kept_t = torch.from_numpy(kept.reshape(rows, cols))
+    weight = clustered_values(index_t, kept_t, codebook, getattr(torch, entry["dtype"]))
+    return weight.reshape(entry["shape"])
+
+
+def sparse_scatter(numel: int, positions: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (index, kept) arrays with ``values`` at ``positions`` and index 0 elsewhere."""
+    index = np.zeros(numel, dtype=np.int64)
+    kept = np.zeros(numel, dtype=bool)
+    index[positions], kept[positions] = values, True
+    return index, kept
+
+
+class CodebookCodec(Codec):
+    """Bit-packed indices (and positions) plus the codebook of every weight carrying a CodebookRecord."""
+
+    name = "codebook"
+    note_type = CodebookRecord
+
+    def notes(self, model: nn.Module) -> dict[str, Any]:
+        return {k: v for k, v in share_notes(model).items() if isinstance(v, CodebookRecord)}
+
+    def attach(self, model: nn.Module, name: str, note: Any) -> None:
+        module_name, _, param_name = name.rpartition(".")
+        set_share_note(model.get_submodule(module_name), param_name, note)
+
+    def encode(self, name: str, tensor: Tensor, note: Any, out: dict[str, Tensor]) -> Entry:
+        book: Tensor = note.codebook
+        index_t, kept_t = codebook_indices(name, tensor, book)
+        index, kept = index_t.reshape(-1).numpy(), kept_t.reshape(-1).numpy()
+        k, numel, nnz = book.shape[1], index.size, int(kept.sum())
+        entry: Entry = {"codec": self.name, "shape": list(tensor.shape), "dtype": dtype_name(tensor), "kept": nnz}
+        dense_bits = index_width(k + (nnz < numel))
+        positions = np.flatnonzero(kept)
+        p = best_position_bits(gaps(positions), lambda symbols, b: symbols.size * b)
+        sparse_symbols = position_symbols(positions, p)
+        sparse_size = packed_bytes(nnz, index_width(k)) + packed_bytes(sparse_symbols.size, p)
+        out[f"{name}.codebook"] = book.detach().contiguous()
+        if nnz < numel and sparse_size < packed_bytes(numel, dense_bits):
+            out[f"{name}.indices"] = torch.from_numpy(pack_fixed(index[positions], index_width(k)))
+            out[f"{name}.positions"] = torch.from_numpy(pack_fixed(sparse_symbols, p))
+            return {**entry, "layout": "sparse", "index_bits": index_width(k), "position_bits": p,
+                    "position_symbols": int(sparse_symbols.size)}
+        out[f"{name}.indices"] = torch.from_numpy(pack_fixed(np.where(kept, index, k), dense_bits))
+        return {**entry, "layout": "dense", "index_bits": dense_bits}
+
+    def decode(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> tuple[Tensor, CodebookRecord]:
+        book = tensors[f"{name}.codebook"]
+        k, numel, bits = book.shape[1], math.prod(entry["shape"]), entry["index_bits"]
+        if entry["layout"] == "dense":
+            symbols = unpack_fixed(tensors[f"{name}.indices"].numpy(), bits, numel)
+            if symbols.size and int(symbols.max()) > k:
+                raise FormatError(f"tensor {name!r}: a stored index lies outside its codebook of {k} values")
+            kept = symbols < k
+            index = np.where(kept, symbols, 0)
+        else:
+            p = entry["position_bits"]
+            try:
+                positions = positions_from_symbols(
+                    unpack_fixed(tensors[f"{name}.positions"].numpy(), p, entry["position_symbols"]), p, numel)
+            except ValueError as err:
+                raise FormatError(f"tensor {name!r}: corrupt positions ({err})") from None
+            if positions.size != entry["kept"]:
+                raise FormatError(f"tensor {name!r}: the positions name {positions.size} kept entries, the header "
+                                  f"{entry['kept']}")
+            index, kept = sparse_scatter(numel, positions, unpack_fixed(tensors[f"{name}.indices"].numpy(), bits,
+                                                                        entry["kept"]))
+        return weight_with(index, kept, book, entry, name), CodebookRecord(book)
+
+    def check_entry(self, entry: Entry, where: str) -> None:
+        check_common_entry(entry, where)
+        check_int_fields(entry, where, {"index_bits": (1, 16)})
+
+    def check_stored(self, name: str, entry: Entry, tensors: dict[str, Tensor], where: str) -> None:
+        shape, numel = entry["shape"], math.prod(entry["shape"])
+        book = check_codebook(tensors, name, shape, where)
+        if 2 ** entry["index_bits"] < book.shape[1]:
+            raise FormatError(f"{where}: {entry['index_bits']}-bit indices cannot address {book.shape[1]} centroids")
+        sparse = entry["layout"] == "sparse"
+        count = entry["kept"] if sparse else numel
+        check_bytes(stored_tensor(tensors, f"{name}.indices", where), packed_bytes(count, entry["index_bits"]),
+                    "the index stream", where)
+        if sparse:
+            check_bytes(stored_tensor(tensors, f"{name}.positions", where),
+                        packed_bytes(entry["position_symbols"], entry["position_bits"]), "the position stream", where)
+
+    def breakdown(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> dict[str, int]:
+        book = tensors[f"{name}.codebook"]
+        parts = {"values": tensors[f"{name}.indices"].numel(), "codebook": book.numel() * book.element_size()}
+        if f"{name}.positions" in tensors:
+            parts["positions"] = tensors[f"{name}.positions"].numel()
+        return parts
+
+
+register_codec(CodebookCodec())
