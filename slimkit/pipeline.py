@@ -23,6 +23,7 @@ from slimkit.data.mix import MixPart, parse_mix
 from slimkit.eval.calibration_guard import calibration_free_steps, run_calibration_guard
 from slimkit.eval.evaluate import Evaluation
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
+from slimkit.export.storage import storage_breakdown
 from slimkit.method import ForwardLoop, StepReport
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
@@ -111,7 +112,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                                               ", ".join(str(p) for p in mix))
             del original
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
-                        str(out), _notes(bundle), guard)
+                        str(out), _notes(bundle), guard, storage=storage_breakdown(tmp).to_dict())
         recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
         recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         json_file.write_text(report.to_json())

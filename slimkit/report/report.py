@@ -2,6 +2,8 @@
 
 Written as ``report.json`` (machine-readable) and ``report.md`` (a before/after table a person reads).
 When the compressed model is slower or worse than the original, the report says so in a warning line.
+When tensors are stored other than densely, a per-tensor table says where the bytes on disk go
+(values or cluster indices, positions, codebook, Huffman tables), as Deep Compression's tables do.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Report:
     output: str | None = None
     notes: list[str] = field(default_factory=list)
     guard: GuardResult | None = None
+    #: Bytes on disk per tensor and part (:meth:`slimkit.export.storage.StorageBreakdown.to_dict`).
+    storage: dict[str, Any] | None = None
 
     def warnings(self) -> list[str]:
         """Honest warnings: slower than the original, quality loss, no size gain."""
@@ -74,7 +78,7 @@ class Report:
                 "steps": [vars(s) for s in self.steps],
                 "before": self.before.to_dict(), "after": self.after.to_dict(),
                 "calibration_guard": self.guard.to_dict() if self.guard else None,
-                "warnings": self.warnings(), "notes": self.notes}
+                "warnings": self.warnings(), "notes": self.notes, "storage": self.storage}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -113,8 +117,29 @@ class Report:
         lines += ["", "## Before / after", "", "| quantity | before | after | after/before |",
                   "|---|---|---|---|"]
         lines += [f"| {q} | {b} | {a} | {r} |" for q, b, a, r in self.table_rows()]
+        lines += self.storage_lines()
         warnings = self.warnings()
         if warnings or self.notes:
             lines += ["", "## Warnings and notes", ""]
             lines += [f"- WARNING: {w}" for w in warnings] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def storage_lines(self) -> list[str]:
+        """The per-tensor bytes table, for tensors stored other than densely (none: no table)."""
+        tensors = (self.storage or {}).get("tensors", {})
+        coded = {name: t for name, t in tensors.items() if t["codec"] not in ("dense", "alias")}
+        if not coded:
+            return []
+        parts = ("values", "positions", "codebook", "tables")
+        lines = ["", "## Bytes on disk per tensor", "", "| tensor | codec | shape | values / indices | positions | "
+                 "codebook | tables | total |", "|---|---|---|---|---|---|---|---|"]
+        for name, t in coded.items():
+            cells = [str(t.get(p, "")) for p in parts]
+            lines.append(f"| {name} | {t['codec']} | {t.get('shape') or ''} | {' | '.join(cells)} | "
+                         f"{sum(t.get(p, 0) for p in parts)} |")
+        dense = sum(sum(v for k, v in t.items() if k in parts) for n, t in tensors.items() if n not in coded)
+        assert self.storage is not None
+        lines += [f"| other tensors ({len(tensors) - len(coded)}, dense) | | | {dense} | | | | {dense} |",
+                  f"| headers and other files | | | | | | | {self.storage['overhead_bytes']} |",
+                  f"| **total** | | | | | | | **{self.storage['total_bytes']}** |"]
+        return lines
