@@ -124,3 +124,14 @@ def small_cnn(in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 6
         ch, size = w, size // 2
     layers += [nn.Flatten(), nn.Linear(ch * size * size, classes)]
     return nn.Sequential(*layers)
+
+
+@register_architecture("lenet-5", input_shape=_image_input)
+def lenet_5(in_channels: int = 1, classes: int = 10, image_size: int = 28) -> nn.Module:
+    """LeNet-5 as in Caffe's example and Deep Compression's Table 2 (431k parameters at 28×28): conv 5×5 ×20,
+    max-pool, conv 5×5 ×50, max-pool, fully connected 500, fully connected ``classes``; ReLU after each
+    hidden layer (Caffe's has one only after the first fully connected layer)."""
+    size = ((image_size - 4) // 2 - 4) // 2
+    return nn.Sequential(nn.Conv2d(in_channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * size * size, 500), nn.ReLU(),
+                         nn.Linear(500, classes))
