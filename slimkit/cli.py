@@ -1,4 +1,4 @@
-"""The ``slimkit`` command line: compress, eval, bench, demo, list-methods.
+"""The ``slimkit`` command line: compress, train, eval, bench, demo, list-methods.
 
 Every command turns expected failures (bad recipe or data spec, missing model package, corrupt file,
 unwritable output, full disk) into one clear paragraph on stderr and exit code 2, never a traceback.
@@ -84,6 +84,45 @@ def compress(
     The model name, recipe, data specs and output location are checked before the model is loaded.
     """
     _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard))
+
+
+def _train(arch: str, data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
+           overwrite: bool) -> None:
+    from slimkit.export.slimkit_format import check_output, save
+    from slimkit.preflight import check_data_spec
+    from slimkit.train.baseline import check_architecture, train_architecture
+    from slimkit.train.classifier import TrainConfig
+
+    if not lr > 0:  # also refuses NaN
+        raise ValueError(f"--lr must be a positive number, got {lr}")
+    check_output(out, overwrite)  # everything that can be wrong is found before the training run
+    check_architecture(arch)
+    check_data_spec(data)
+    bundle, test_accuracy = train_architecture(arch, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                                       seed=seed))
+    save(bundle, out, overwrite=overwrite)
+    console.print(Text.assemble(("wrote ", "bold green"), f"{out}: {arch} trained {epochs} epochs on {data}, test "
+                                f"accuracy {test_accuracy:.4f}. Compress it with `slimkit compress {out} --recipe "
+                                "RECIPE --out DIR`"), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def train(
+    arch: Annotated[str, typer.Argument(help="registered architecture, optionally with arguments: lenet-300-100, "
+                                             "lenet-5, small-cnn, mlp[in_features=64,hidden=[32]]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (written atomically)")],
+    data: Annotated[str, typer.Option(help="labelled images: fashion-mnist[:DIR] or digits")] = "fashion-mnist",
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the training split")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per optimizer step")] = 128,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine-decayed to 0), positive")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="seed of the initial weights and the batch order")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing slimkit output directory")] = False,
+) -> None:
+    """Train ARCH from scratch on DATA's training split and save it in the slimkit format (test accuracy printed).
+
+    The output, architecture and data are checked before training; the input shape is checked against the data.
+    """
+    _run(lambda: _train(arch, data, out, epochs, batch_size, lr, seed, overwrite))
 
 
 def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool) -> None:

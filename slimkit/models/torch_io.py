@@ -94,6 +94,14 @@ def parse_arch_spec(spec: str) -> tuple[str, dict[str, Any], Path]:
     return match["name"], kwargs, Path(match["weights"]).expanduser()
 
 
+def parse_arch_name(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``ARCH`` or ``ARCH[key=value,...]`` (no weights) into name and keyword arguments."""
+    match = re.match(r"^(?P<name>[\w.-]+)(?:\[(?P<args>.*)\])?$", spec)
+    if match is None:
+        raise ValueError(f"{spec!r} is not ARCH or ARCH[key=value,...], e.g. mlp[in_features=64,hidden=[32]]")
+    return match["name"], _parse_arguments(spec, match["args"] or "")
+
+
 def _check_shapes(model: nn.Module, state: dict[str, Tensor], path: Path, arch: str,
                   kwargs: dict[str, Any] | None) -> None:
     """Name the first tensor whose shape differs between the file and the built model, with both shapes."""
