@@ -19,7 +19,7 @@ def test_lloyd_never_increases_the_within_cluster_error(seed, rows, n, k, init, 
     if heavy:
         values = values ** 3  # heavy tails, as trained weights have
     weights = torch.rand(rows, n, generator=g, dtype=torch.float64) * (torch.rand(rows, n, generator=g) > 0.3)
-    result = kmeans(values, weights, k, init=init, iterations=25)
+    result = kmeans(values, weights, k, init=init, iterations=25, track_error=True)
     scale = float((weights * values**2).sum())  # rounding noise is relative to the data, not to the error
     for before, after in zip(result.sse, result.sse[1:], strict=False):
         assert after <= before + 1e-12 * scale
