@@ -10,6 +10,9 @@ Public surface::
 
 import slimkit.builtin_methods  # noqa: F401 - registers the built-in methods
 from slimkit.api import Controller, apply, apply_with_training, prepare
+from slimkit.cluster.finetune import CentroidFinetuneConfig
+from slimkit.cluster.huffman_step import HuffmanConfig
+from slimkit.cluster.weight_sharing import KMeansClusterConfig
 from slimkit.config import BaseConfig, Targets
 from slimkit.export.slimkit_format import load_slimkit_dir as load_dir
 from slimkit.export.slimkit_format import save
@@ -39,5 +42,5 @@ __all__ = [
     "load", "load_dir", "load_model", "ModelBundle", "compress", "Recipe", "load_recipe", "registered_names",
     "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
     "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig", "PackConfig", "QATConfig",
-    "SmoothQuantConfig", "StaticQuantConfig",
+    "SmoothQuantConfig", "StaticQuantConfig", "KMeansClusterConfig", "CentroidFinetuneConfig", "HuffmanConfig",
 ]
