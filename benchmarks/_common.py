@@ -113,3 +113,16 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def latencies_round_robin(workloads: Sequence[Callable[[], object]], items: int, rounds: int = 5,
+                          repeats: int = 10, warmup: int = 2) -> list[float]:
+    """Median latency (ms) of each workload, timed in turn for ``rounds`` rounds; each keeps its best round,
+    so load on a shared machine hits every workload alike and the ratios between them stay fair."""
+    from slimkit.eval.latency import time_workload
+
+    best = [float("inf")] * len(workloads)
+    for _ in range(rounds):
+        for i, fn in enumerate(workloads):
+            best[i] = min(best[i], time_workload(fn, items, warmup=warmup, repeats=repeats, min_seconds=0.4).median_ms)
+    return best

@@ -21,7 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _common import RESULTS, SMOLLM2_BASELINE, markdown_table, provenance, run_metadata, write_results
+from _common import (
+    RESULTS,
+    SMOLLM2_BASELINE,
+    latencies_round_robin,
+    markdown_table,
+    provenance,
+    run_metadata,
+    write_results,
+)
 from torch import Tensor, nn
 
 import slimkit
@@ -29,7 +37,6 @@ from slimkit.data.images import fashion_mnist
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
 from slimkit.eval.generation import measure_generation_side_by_side
-from slimkit.eval.latency import time_workload
 from slimkit.eval.metrics import accuracy, count_params, perplexity, weight_sparsity
 from slimkit.export.slimkit_format import saved_size
 from slimkit.models.bundle import ModelBundle
@@ -45,19 +52,8 @@ from slimkit.train.gradient_loops import causal_lm_loss_loop, classifier_loss_lo
 Data = tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, y_train, x_test, y_test
 
 
-def _latencies_round_robin(models: list[nn.Module], x: Tensor, rounds: int = 5) -> list[float]:
-    """Median latency (ms) of each model, timed in turn for ``rounds`` rounds; each keeps its best round,
-    so load on this shared machine hits every model alike."""
-    best = [float("inf")] * len(models)
-    for _ in range(rounds):
-        for i, model in enumerate(models):
-            ms = time_workload(lambda m=model: m(x), len(x), warmup=2, repeats=10, min_seconds=0.4).median_ms
-            best[i] = min(best[i], ms)
-    return best
-
-
 def _add_latency(rows: list[dict[str, Any]], models: list[nn.Module], x: Tensor) -> None:
-    for row, ms in zip(rows, _latencies_round_robin(models, x), strict=True):
+    for row, ms in zip(rows, latencies_round_robin([lambda m=m: m(x) for m in models], len(x)), strict=True):
         row["latency_b64_ms"] = round(ms, 3)
 
 
