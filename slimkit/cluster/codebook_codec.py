@@ -4,9 +4,13 @@ A weight carrying a :class:`~slimkit.cluster.record.CodebookRecord` is stored as
 K) in the codebook's dtype and ``NAME.indices``, bit-packed at ``index_bits`` bits each, in one of two
 layouts, whichever is smaller for the tensor:
 
-* ``dense``: one index per entry, the extra symbol ``K`` standing for an exact (pruned) zero;
-* ``sparse``: indices of the kept entries only, plus ``NAME.positions``, the relative positions of Deep
-  Compression's sparse format (:mod:`slimkit.cluster.streams`) at ``position_bits`` bits each.
+* ``dense``: one index per entry and, if the weight holds exact zeros (pruned, or a few that happen to
+  be zero), ``NAME.positions``: where the zeros are, so a nearly dense weight keeps ``ceil(log2 K)``-bit
+  indices instead of paying a bit for a zero symbol on every entry;
+* ``sparse``: indices of the kept entries only, plus ``NAME.positions``: where the kept entries are.
+
+Positions are Deep Compression's relative positions (:mod:`slimkit.cluster.streams`) at ``position_bits``
+bits each, the width chosen per tensor for the shortest stream.
 
 Decoding gives back exactly the saved values and the record, so a reloaded model re-saves the same way.
 The weight-sharing family registers this codec with the format's registry when this module is imported.
@@ -70,8 +74,9 @@ def check_common_entry(entry: Entry, where: str) -> tuple[list[int], int]:
         raise FormatError(f"{where}: 'layout' must be one of {', '.join(LAYOUTS)}, got {entry.get('layout')!r}")
     numel = math.prod(shape)
     check_int_fields(entry, where, {"kept": (0, numel)})
-    if entry["layout"] == "sparse":
-        check_int_fields(entry, where, {"position_bits": (1, 8), "position_symbols": (entry["kept"], numel)})
+    if entry["layout"] == "sparse" or "position_bits" in entry:  # dense codebook entries: the zeros' positions
+        listed = entry["kept"] if entry["layout"] == "sparse" else numel - entry["kept"]
+        check_int_fields(entry, where, {"position_bits": (1, 8), "position_symbols": (listed, numel)})
     return shape, numel
 
 
@@ -111,6 +116,13 @@ def sparse_scatter(numel: int, positions: np.ndarray, values: np.ndarray) -> tup
     return index, kept
 
 
+def _positions_stream(listed: np.ndarray) -> tuple[int, np.ndarray, int]:
+    """(width, symbols, bytes) of the cheapest fixed-width relative-position stream of flat ``listed``."""
+    p = best_position_bits(gaps(listed), lambda symbols, b: symbols.size * b)
+    symbols = position_symbols(listed, p)
+    return p, symbols, packed_bytes(symbols.size, p)
+
+
 class CodebookCodec(Codec):
     """Bit-packed indices (and positions) plus the codebook of every weight carrying a CodebookRecord."""
 
@@ -128,59 +140,63 @@ class CodebookCodec(Codec):
         book: Tensor = note.codebook
         index_t, kept_t = codebook_indices(name, tensor, book)
         index, kept = index_t.reshape(-1).numpy(), kept_t.reshape(-1).numpy()
-        k, numel, nnz = book.shape[1], index.size, int(kept.sum())
-        entry: Entry = {"codec": self.name, "shape": list(tensor.shape), "dtype": dtype_name(tensor), "kept": nnz}
-        dense_bits = index_width(k + (nnz < numel))
-        positions = np.flatnonzero(kept)
-        p = best_position_bits(gaps(positions), lambda symbols, b: symbols.size * b)
-        sparse_symbols = position_symbols(positions, p)
-        sparse_size = packed_bytes(nnz, index_width(k)) + packed_bytes(sparse_symbols.size, p)
+        numel, nnz, bits = index.size, int(kept.sum()), index_width(book.shape[1])
+        dense = _positions_stream(np.flatnonzero(~kept))  # the zeros, if any
+        sparse = _positions_stream(np.flatnonzero(kept))
+        is_sparse = nnz < numel and packed_bytes(nnz, bits) + sparse[2] < packed_bytes(numel, bits) + dense[2]
+        p, symbols, _ = sparse if is_sparse else dense
         out[f"{name}.codebook"] = book.detach().contiguous()
-        if nnz < numel and sparse_size < packed_bytes(numel, dense_bits):
-            out[f"{name}.indices"] = torch.from_numpy(pack_fixed(index[positions], index_width(k)))
-            out[f"{name}.positions"] = torch.from_numpy(pack_fixed(sparse_symbols, p))
-            return {**entry, "layout": "sparse", "index_bits": index_width(k), "position_bits": p,
-                    "position_symbols": int(sparse_symbols.size)}
-        out[f"{name}.indices"] = torch.from_numpy(pack_fixed(np.where(kept, index, k), dense_bits))
-        return {**entry, "layout": "dense", "index_bits": dense_bits}
+        out[f"{name}.indices"] = torch.from_numpy(pack_fixed(index[kept] if is_sparse else index, bits))
+        entry: Entry = {"codec": self.name, "shape": list(tensor.shape), "dtype": dtype_name(tensor), "kept": nnz,
+                        "index_bits": bits, "layout": "sparse" if is_sparse else "dense"}
+        if is_sparse or nnz < numel:
+            out[f"{name}.positions"] = torch.from_numpy(pack_fixed(symbols, p))
+            entry |= {"position_bits": p, "position_symbols": int(symbols.size)}
+        return entry
+
+    def _positions(self, name: str, entry: Entry, tensors: dict[str, Tensor], count: int) -> np.ndarray:
+        """The flat positions the entry lists (kept entries if sparse, zeros if dense), ``count`` of them."""
+        if "position_bits" not in entry:
+            return np.zeros(0, dtype=np.int64)
+        p, numel = entry["position_bits"], math.prod(entry["shape"])
+        try:
+            positions = positions_from_symbols(
+                unpack_fixed(tensors[f"{name}.positions"].numpy(), p, entry["position_symbols"]), p, numel)
+        except ValueError as err:
+            raise FormatError(f"tensor {name!r}: corrupt positions ({err})") from None
+        if positions.size != count:
+            raise FormatError(f"tensor {name!r}: the positions name {positions.size} entries, the header implies "
+                              f"{count}")
+        return positions
 
     def decode(self, name: str, entry: Entry, tensors: dict[str, Tensor]) -> tuple[Tensor, CodebookRecord]:
         book = tensors[f"{name}.codebook"]
-        k, numel, bits = book.shape[1], math.prod(entry["shape"]), entry["index_bits"]
+        numel, bits, nnz = math.prod(entry["shape"]), entry["index_bits"], entry["kept"]
         if entry["layout"] == "dense":
-            symbols = unpack_fixed(tensors[f"{name}.indices"].numpy(), bits, numel)
-            if symbols.size and int(symbols.max()) > k:
-                raise FormatError(f"tensor {name!r}: a stored index lies outside its codebook of {k} values")
-            kept = symbols < k
-            index = np.where(kept, symbols, 0)
+            index = unpack_fixed(tensors[f"{name}.indices"].numpy(), bits, numel)
+            kept = np.ones(numel, dtype=bool)
+            kept[self._positions(name, entry, tensors, numel - nnz)] = False
         else:
-            p = entry["position_bits"]
-            try:
-                positions = positions_from_symbols(
-                    unpack_fixed(tensors[f"{name}.positions"].numpy(), p, entry["position_symbols"]), p, numel)
-            except ValueError as err:
-                raise FormatError(f"tensor {name!r}: corrupt positions ({err})") from None
-            if positions.size != entry["kept"]:
-                raise FormatError(f"tensor {name!r}: the positions name {positions.size} kept entries, the header "
-                                  f"{entry['kept']}")
-            index, kept = sparse_scatter(numel, positions, unpack_fixed(tensors[f"{name}.indices"].numpy(), bits,
-                                                                        entry["kept"]))
+            positions = self._positions(name, entry, tensors, nnz)
+            index, kept = sparse_scatter(numel, positions, unpack_fixed(tensors[f"{name}.indices"].numpy(), bits, nnz))
         return weight_with(index, kept, book, entry, name), CodebookRecord(book)
 
     def check_entry(self, entry: Entry, where: str) -> None:
-        check_common_entry(entry, where)
+        _, numel = check_common_entry(entry, where)
         check_int_fields(entry, where, {"index_bits": (1, 16)})
+        if entry["layout"] == "dense" and entry["kept"] < numel and "position_bits" not in entry:
+            raise FormatError(f"{where}: a dense entry with {numel - entry['kept']} zeros needs their positions "
+                              "('position_bits', 'position_symbols')")
 
     def check_stored(self, name: str, entry: Entry, tensors: dict[str, Tensor], where: str) -> None:
         shape, numel = entry["shape"], math.prod(entry["shape"])
         book = check_codebook(tensors, name, shape, where)
         if 2 ** entry["index_bits"] < book.shape[1]:
             raise FormatError(f"{where}: {entry['index_bits']}-bit indices cannot address {book.shape[1]} centroids")
-        sparse = entry["layout"] == "sparse"
-        count = entry["kept"] if sparse else numel
+        count = entry["kept"] if entry["layout"] == "sparse" else numel
         check_bytes(stored_tensor(tensors, f"{name}.indices", where), packed_bytes(count, entry["index_bits"]),
                     "the index stream", where)
-        if sparse:
+        if "position_bits" in entry:
             check_bytes(stored_tensor(tensors, f"{name}.positions", where),
                         packed_bytes(entry["position_symbols"], entry["position_bits"]), "the position stream", where)
 

@@ -160,3 +160,19 @@ def test_a_damaged_header_entry_is_a_format_error(tmp_path, field, value, messag
     (out / "slimkit.json").write_text(json.dumps(header))
     with pytest.raises(FormatError, match=rf"tensors.1.weight: {message}"):
         load_slimkit_dir(out)
+
+
+def test_a_few_exact_zeros_cost_their_positions_not_a_bit_on_every_entry(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 64))
+    with torch.no_grad():
+        model[0].weight[3, 10:15] = 0.0  # e.g. weights that were exactly zero in a dequantized GGUF
+    slimkit.apply(model, KMeansClusterConfig(bits=4, granularity="channel"))
+    save(ModelBundle(model, "torch", "probe"), tmp_path / "out")
+    entry = json.loads((tmp_path / "out" / "slimkit.json").read_text())["tensors"]["0.weight"]
+    assert entry["layout"] == "dense" and entry["index_bits"] == 4 and entry["kept"] == 64 * 256 - 5
+    stored = load_file(str(tmp_path / "out" / "slimkit.safetensors"))
+    assert stored["0.weight.indices"].numel() == 64 * 256 // 2 and stored["0.weight.positions"].numel() <= 8
+    loaded = load_slimkit_dir(tmp_path / "out", skeleton=nn.Sequential(nn.Linear(256, 64)))
+    assert torch.equal(loaded.model[0].weight, model[0].weight)
+    assert int((loaded.model[0].weight == 0).sum()) == 5
