@@ -11,7 +11,7 @@ from slimkit.export.slimkit_format import load_slimkit_dir, save
 from slimkit.quantize.pack_method import PackConfig
 from slimkit.quantize.packed import packed_modules
 
-pytestmark = [pytest.mark.real_model, pytest.mark.heavy]
+pytestmark = pytest.mark.real_model  # runs in CI (3 CPU-minutes): the int4 kernel on the real model
 
 
 def test_smollm2_int4_packed_matches_simulated_int4_and_reloads_exactly(tmp_path):
