@@ -20,6 +20,8 @@ from slimkit.method import StepReport
 _DEFAULT_TARGETS = Targets().model_dump(mode="json")
 #: Median latency ratios within this band are run-to-run noise on a shared CPU, not a slowdown.
 SLOWER_TOLERANCE = 1.10
+#: Beyond this many coded tensors, report.md sums the bytes table per codec (report.json keeps every tensor).
+MAX_TENSOR_ROWS = 24
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -133,10 +135,18 @@ class Report:
         parts = ("values", "positions", "codebook", "tables")
         lines = ["", "## Bytes on disk per tensor", "", "| tensor | codec | shape | values / indices | positions | "
                  "codebook | tables | total |", "|---|---|---|---|---|---|---|---|"]
-        for name, t in coded.items():
-            cells = [str(t.get(p, "")) for p in parts]
-            lines.append(f"| {name} | {t['codec']} | {t.get('shape') or ''} | {' | '.join(cells)} | "
-                         f"{sum(t.get(p, 0) for p in parts)} |")
+        if len(coded) > MAX_TENSOR_ROWS:  # an LLM has hundreds: one row per codec here, every tensor in report.json
+            by_codec: dict[str, list[dict[str, Any]]] = {}
+            for t in coded.values():
+                by_codec.setdefault(t["codec"], []).append(t)
+            rows = [(f"{len(ts)} tensors", codec, "", [sum(t.get(p, 0) for t in ts) for p in parts])
+                    for codec, ts in by_codec.items()]
+        else:
+            rows = [(name, t["codec"], t.get("shape") or "", [t.get(p, "") for p in parts])
+                    for name, t in coded.items()]
+        for name, codec, shape, cells in rows:
+            total = sum(c for c in cells if isinstance(c, int))
+            lines.append(f"| {name} | {codec} | {shape} | {' | '.join(str(c) for c in cells)} | {total} |")
         dense = sum(sum(v for k, v in t.items() if k in parts) for n, t in tensors.items() if n not in coded)
         assert self.storage is not None
         lines += [f"| other tensors ({len(tensors) - len(coded)}, dense) | | | {dense} | | | | {dense} |",
