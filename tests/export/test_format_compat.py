@@ -1,9 +1,11 @@
-"""The on-disk format does not move: today's slimkit writes byte for byte what slimkit wrote at commit 841b2a6
-(before codecs and module restorers were registered by their families), and loads those files back exactly.
+"""The on-disk format does not move: today's slimkit writes the same weights file byte for byte and the same
+header (as JSON; it has been written compactly since, not indented) as slimkit wrote at commit 841b2a6 (before
+codecs and module restorers were registered by their families), and loads those files back exactly.
 
 The files under ``data/format_v1`` were written by that commit from the builders in ``_format_cases.py``.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,10 @@ STORED = Path(__file__).parent / "data" / "format_v1"
 @pytest.mark.parametrize("case", list(CASES))
 def test_saving_writes_the_same_bytes_as_before(case, tmp_path):
     save(build_case(case), tmp_path / case)
-    for file in (HEADER_FILE, WEIGHTS_FILE):
-        assert (tmp_path / case / file).read_bytes() == (STORED / case / file).read_bytes(), file
+    assert (tmp_path / case / WEIGHTS_FILE).read_bytes() == (STORED / case / WEIGHTS_FILE).read_bytes()
+    written, stored = ((d / case / HEADER_FILE).read_text() for d in (tmp_path, STORED))
+    assert json.loads(written) == json.loads(stored)
+    assert len(written) < len(stored)  # compact
 
 
 @pytest.mark.parametrize("case", list(CASES))
