@@ -9,6 +9,7 @@ import json
 import pytest
 
 import slimkit
+from slimkit.cluster.weight_sharing import KMeansClusterConfig
 from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
 from slimkit.pipeline import compress
 from slimkit.quantize.rtn import RTNConfig
@@ -72,3 +73,13 @@ def test_the_guard_can_be_turned_off_and_is_skipped_for_data_free_recipes(tmp_pa
     rtn_step = {"method": "quant.rtn", "bits": 4, "granularity": "group", "group_size": 32}
     rtn = compress(copy.deepcopy(bundle), _recipe(rtn_step), tmp_path / "b")
     assert rtn.guard is None
+
+
+def test_activation_weighted_kmeans_is_guarded_by_unweighted_kmeans(tmp_path, bundle):
+    step = {"method": "cluster.kmeans", "bits": 3, "granularity": "channel", "weighting": "activation"}
+    report = compress(copy.deepcopy(bundle), _recipe(step), tmp_path / "out", calib="pydoc", calib_samples=4)
+    assert report.guard is not None and report.guard.baseline_steps == ["cluster.kmeans"]
+    reference = copy.deepcopy(bundle)
+    evaluation = Evaluation(reference, EvalConfig(**{**EVAL, "latency": LatencyConfig(enabled=False)}))
+    slimkit.apply(reference.model, KMeansClusterConfig(bits=3, granularity="channel"))
+    assert report.guard.baseline_value == pytest.approx(evaluation.quality(reference), rel=1e-6)

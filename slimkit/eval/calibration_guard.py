@@ -4,7 +4,8 @@ Error-compensating methods (GPTQ, AWQ, SparseGPT, Wanda) fit their calibration t
 documentation and evaluated on a novel, a well-known tool's GPTQ int4 came out worse than round-to-nearest on
 the same grid, and its SparseGPT worse than Wanda. So after a recipe with such steps, ``compress`` also
 applies the calibration-free counterpart of every calibrated step (RTN on the same grid for GPTQ/AWQ,
-magnitude pruning at the same sparsity or N:M pattern for SparseGPT/Wanda) to a copy of the original, measures
+magnitude pruning at the same sparsity or N:M pattern for SparseGPT/Wanda, unweighted k-means with the same
+codebook size for activation-weighted k-means) to a copy of the original, measures
 it on the same evaluation data, and warns when the calibrated model is worse.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimkit.api import apply
+from slimkit.cluster.weight_sharing import KMeansClusterConfig
 from slimkit.config import BaseConfig
 from slimkit.eval.evaluate import Evaluation
 from slimkit.models.bundle import ModelBundle
@@ -30,6 +32,8 @@ def data_free_counterpart(step: BaseConfig) -> BaseConfig | None:
     if isinstance(step, GroupQuantConfig):
         return RTNConfig(bits=step.bits, symmetric=step.symmetric, granularity=step.granularity,
                          group_size=step.group_size, targets=step.targets)
+    if isinstance(step, KMeansClusterConfig) and step.weighting == "activation":
+        return step.model_copy(update={"weighting": "none"})  # the same codebooks, every weight pulling alike
     if isinstance(step, CalibratedPruneConfig):
         if step.sparsity is not None:
             return MagnitudePruneConfig(sparsity=step.sparsity, targets=step.targets)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import slimkit
+from slimkit.cluster.weight_sharing import KMeansClusterConfig
 from slimkit.eval.calibration_guard import (
     GuardResult,
     calibration_free_steps,
@@ -33,7 +34,9 @@ from tests._models import lenet_bundle
     (AWQConfig(bits=4, group_size=128), RTNConfig(bits=4, granularity="group", group_size=128)),
     (SparseGPTConfig(sparsity=0.6), MagnitudePruneConfig(sparsity=0.6)),
     (WandaConfig(n=2, m=4), NMPruneConfig(n=2, m=4)),
-], ids=["gptq-g64", "gptq-channel-affine", "awq", "sparsegpt-60", "wanda-2:4"])
+    (KMeansClusterConfig(bits=4, granularity="channel", weighting="activation", codebook_dtype="float16"),
+     KMeansClusterConfig(bits=4, granularity="channel", codebook_dtype="float16")),
+], ids=["gptq-g64", "gptq-channel-affine", "awq", "sparsegpt-60", "wanda-2:4", "kmeans-activation-weighted"])
 def test_counterpart_keeps_the_grid_or_pattern(step, expected):
     assert data_free_counterpart(step) == expected
 
