@@ -1,4 +1,4 @@
-"""The ``slimkit`` command line: compress, train, eval, bench, demo, list-methods.
+"""The ``slimkit`` command line: compress, train, eval, bench, export, demo, list-methods, list-formats.
 
 Every command turns expected failures (bad recipe or data spec, missing model package, corrupt file,
 unwritable output, full disk) into one clear paragraph on stderr and exit code 2, never a traceback.
@@ -214,6 +214,68 @@ def bench(
     each, the fastest kept) and a WARNING line is printed wherever MODEL is slower than the reference.
     """
     _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; each value is read as a YAML scalar (``bits=4`` is an int, ``check=[ort,tvm]`` a list)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return options
+
+
+def _export(model: str, fmt: str, out: Path, options: list[str] | None, overwrite: bool) -> None:
+    from slimkit.export.formats import check_requirements, export_format, export_model, parse_options
+    from slimkit.models.loading import load_model
+
+    chosen = export_format(fmt)  # unknown formats, bad options and missing extras before the model loads
+    opts = parse_options(chosen, _parse_options(options))
+    check_requirements(chosen)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    result = export_model(load_model(model), fmt, out, opts, overwrite=overwrite)
+    for check in result.checks:
+        latency = (f", {check.latency_ms:.2f} ms vs PyTorch {check.torch_latency_ms:.2f} ms"
+                   if check.latency_ms is not None and check.torch_latency_ms is not None else "")
+        console.print(Text(f"checked in {check.runtime}: max |diff| {check.max_abs_diff:.3g}, mean "
+                           f"{check.mean_abs_diff:.3g} (tolerance {check.tolerance:.3g}){latency}"), highlight=False)
+    for note in result.notes:
+        console.print(Text(f"note: {note}"), highlight=False)
+    console.print(Text.assemble(("wrote ", "bold green"), f"{out} ({result.bytes:,} bytes, {fmt})"),
+                  highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="slimkit output directory or any model spec")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="export format (see `slimkit list-formats`)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="file (or directory) to write, atomically")],
+    option: Annotated[list[str] | None, typer.Option(help="format option KEY=VALUE (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+) -> None:
+    """Convert MODEL to another runtime's format; the file is checked by that runtime's own reader.
+
+    A file that does not match the PyTorch model within the format's tolerance is an error (nothing is written).
+    """
+    _run(lambda: _export(model, fmt, out, option, overwrite))
+
+
+@app.command("list-formats")
+def list_formats() -> None:
+    """List the export formats, their options and the packages they need."""
+    from slimkit.export.formats import export_formats
+
+    for name, f in sorted(export_formats().items()):
+        fields = ", ".join(_field_summary(k, v) for k, v in f.options.model_fields.items())
+        needs = ", ".join(pip for _, pip in f.requires) or "nothing extra"
+        console.print(Text.assemble((name, "bold"), f"  ({f.suffix}; needs {needs}) {fields}"), highlight=False)
+        if f.description:
+            console.print(Text(f"    {f.description}"), highlight=False)
 
 
 def _field_summary(name: str, field: Any) -> str:

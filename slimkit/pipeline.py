@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -22,6 +22,7 @@ from slimkit.data.loops import calibration_loop
 from slimkit.data.mix import MixPart, parse_mix
 from slimkit.eval.calibration_guard import calibration_free_steps, run_calibration_guard
 from slimkit.eval.evaluate import Evaluation
+from slimkit.export.formats import ExportResult, check_requirements, export_format, write_checked
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
 from slimkit.export.storage import storage_breakdown
 from slimkit.method import ForwardLoop, StepReport
@@ -35,9 +36,6 @@ from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
 from slimkit.train.recipe_training import build_trainer
-
-#: How each ``export.format`` of a recipe is written (the recipe refuses any other format).
-EXPORT_WRITERS: dict[str, Callable[[ModelBundle, Path], None]] = {"slimkit": write_into}
 
 
 def _default_data(bundle: ModelBundle) -> str:
@@ -71,6 +69,8 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                          "specs; name the training data in the recipe's train.data")
     check_compress(model, out, data_specs=(eval_data or recipe.eval.data, train_data), calib=calib_parts,
                    calib_samples=calib_samples, overwrite=overwrite)
+    if recipe.export.format != "slimkit":
+        check_requirements(export_format(recipe.export.format))  # a missing extra, before the model loads
     if isinstance(model, str):
         with status(f"loading {model}"):
             bundle = load_model(model)
@@ -101,24 +101,41 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             steps.append(result)
     check_output(out, overwrite)  # again: the directory may have changed while the model was compressed
     with atomic_directory(out, overwrite=overwrite) as tmp:
+        exported = _export_beside(bundle, recipe, tmp)  # first: the header lists it among slimkit's files
         with status(f"saving to {out}"):
-            EXPORT_WRITERS[recipe.export.format](bundle, tmp)
+            write_into(bundle, tmp)
         console.print("measuring the compressed model")
-        after = evaluation.measure(bundle, directory_bytes(tmp))
+        after = evaluation.measure(bundle, directory_bytes(tmp) - (exported.bytes if exported else 0))
         guard = None
         if original is not None and guard_steps is not None:
             with status(f"calibration guard: {' → '.join(s.method for s in guard_steps)} on the original"):
                 guard = run_calibration_guard(original, recipe.steps, evaluation, after.value,
                                               ", ".join(str(p) for p in mix))
             del original
+        storage = storage_breakdown(tmp, (exported.path.name,) if exported else ()).to_dict()
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
-                        str(out), _notes(bundle), guard, storage=storage_breakdown(tmp).to_dict())
+                        str(out), _notes(bundle), guard, storage=storage,
+                        export=exported.to_dict() if exported else None)
         recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
         recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         json_file.write_text(report.to_json())
         md_file.write_text(report.to_markdown() + f"\n![before and after]({png_file.name})\n")
         plot_before_after(report, png_file)
     return report
+
+
+def _export_beside(bundle: ModelBundle, recipe: Recipe, directory: Path) -> ExportResult | None:
+    """Write the recipe's export format (if not only the slimkit directory) as ``model<suffix>``."""
+    name = recipe.export.format
+    if name == "slimkit":
+        return None
+    with status(f"exporting to {name}"):
+        result = write_checked(bundle, name, directory / f"model{export_format(name).suffix}", recipe.export.options)
+    result.path = Path(result.path.name)  # relative to the output directory
+    for check in result.checks:
+        console.print(f"{name} checked in {check.runtime}: max |diff| {check.max_abs_diff:.3g} "
+                      f"(tolerance {check.tolerance:.3g})")
+    return result
 
 
 def _training_groups(steps: tuple[BaseConfig, ...]) -> list[list[BaseConfig]]:

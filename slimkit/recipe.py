@@ -1,6 +1,6 @@
 """YAML recipes: ``version``, a list of ``steps`` (each a registered method and its config fields),
-and optional ``eval``, ``train`` and ``export`` sections. ``export: {format: slimkit}`` picks the format
-``slimkit compress`` writes; only ``slimkit`` exists so far, and any other format is refused.
+and optional ``eval``, ``train`` and ``export`` sections. ``export: {format: NAME, options: {...}}`` adds a
+file in a registered export format (ONNX, GGUF, ...) beside the slimkit output ``slimkit compress`` writes.
 
 Every error names the file, the step and the key, so a user can fix a recipe without reading code.
 """
@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from slimkit.config import BaseConfig, FrozenModel
 from slimkit.eval.evaluate import EvalConfig
+from slimkit.export.formats import export_format, parse_options
 from slimkit.method import config_class, method_name, registered_configs, registered_names
 from slimkit.train.recipe_training import TrainSection
 
@@ -25,23 +26,30 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, step and key."""
 
 
-#: The formats ``export.format`` may name; ``slimkit compress`` writes the output in that format.
-EXPORT_FORMATS = ("slimkit",)
-
-
 class ExportConfig(FrozenModel):
-    """How the compressed model is written: ``format`` picks the writer. Only the slimkit packed format
-    (``slimkit.json`` + ``slimkit.safetensors``, loadable with ``slimkit.load``) exists so far."""
+    """How the compressed model is written. The slimkit packed directory (``slimkit.json`` +
+    ``slimkit.safetensors``, loadable with ``slimkit.load``) is always written; ``format`` names a
+    registered export format (:mod:`slimkit.export.formats`: ONNX, GGUF, ...) to write beside it as
+    ``model<suffix>``, checked by that format's real reader, and ``options`` are that format's options."""
 
     format: str = "slimkit"
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("format")
     @classmethod
     def _supported(cls, value: str) -> str:
-        if value not in EXPORT_FORMATS:
-            raise ValueError(f"export format {value!r} is not supported; supported formats: "
-                             f"{', '.join(EXPORT_FORMATS)}")
+        if value != "slimkit":
+            export_format(value)  # raises, listing the known formats
         return value
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> ExportConfig:
+        if self.format == "slimkit":
+            if self.options:
+                raise ValueError("the slimkit format takes no options")
+        else:
+            parse_options(export_format(self.format), self.options)
+        return self
 
 
 class Recipe(FrozenModel):

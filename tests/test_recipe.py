@@ -64,8 +64,8 @@ def test_recipe_targets_and_chains():
      "expected an integer, got True"),
     ("version: 1\nsteps:\n  - method: quant.rtn\neval:\n  windows: true\n", "key 'windows': Value error"),
     ("version: true\nsteps:\n  - method: quant.rtn\n", "recipe version True is not supported"),
-    ("version: 1\nsteps:\n  - method: quant.rtn\nexport:\n  format: onnx\n",
-     "export format 'onnx' is not supported; supported formats: slimkit"),
+    ("version: 1\nsteps:\n  - method: quant.rtn\nexport:\n  format: tflight\n",
+     "unknown export format 'tflight'; known formats"),
     ("version: 1\nsteps:\n  - method: quant.rtn\n1: x\n", "unknown top-level key(s) ['1']"),
     ("version: 1\nsteps:\n  - method: quant.rtn\n    when: 2024-13-45\n", "invalid YAML"),
 ], ids=["bits-true", "bits-float", "sparsity-yes", "batch-negative", "batch-bool", "windows-true", "version-true",
@@ -92,10 +92,7 @@ def test_a_binary_recipe_names_the_file(tmp_path):
         load_recipe(path)
 
 
-def test_the_export_section_picks_the_writer():
-    from slimkit.pipeline import EXPORT_WRITERS
-    from slimkit.recipe import EXPORT_FORMATS
-
-    assert set(EXPORT_WRITERS) == set(EXPORT_FORMATS)
+def test_the_export_section_defaults_to_the_slimkit_directory():
+    assert recipe_from_dict({"version": 1, "steps": [{"method": "quant.rtn"}]}).export.format == "slimkit"
     assert recipe_from_dict({"version": 1, "steps": [{"method": "quant.rtn"}],
                              "export": {"format": "slimkit"}}).export.format == "slimkit"

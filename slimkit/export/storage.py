@@ -50,8 +50,9 @@ class StorageBreakdown:
                 "tensors": {name: {"codec": t.codec, "shape": t.shape, **t.parts} for name, t in self.tensors.items()}}
 
 
-def storage_breakdown(path: Path) -> StorageBreakdown:
-    """The bytes of the slimkit directory ``path`` per tensor and part (report files excluded)."""
+def storage_breakdown(path: Path, exclude: tuple[str, ...] = ()) -> StorageBreakdown:
+    """The bytes of the slimkit directory ``path`` per tensor and part (report files and the names in
+    ``exclude``, e.g. a file exported beside the model, left out)."""
     path = Path(path)
     header = read_header(path)
     tensors = read_tensors(path)
@@ -62,6 +63,6 @@ def storage_breakdown(path: Path) -> StorageBreakdown:
         parts = codec_named(entry["codec"], name).breakdown(name, entry, tensors)
         shape = entry.get("shape") or (list(tensors[name].shape) if name in tensors else None)
         result.tensors[name] = TensorBytes(entry["codec"], shape, parts)
-    files = sum(directory_bytes(p) for p in path.iterdir() if p.name not in _REPORTS)
+    files = sum(directory_bytes(p) for p in path.iterdir() if p.name not in _REPORTS and p.name not in exclude)
     result.overhead = files - sum(t.total for t in result.tensors.values())
     return result

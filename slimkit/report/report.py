@@ -53,6 +53,8 @@ class Report:
     guard: GuardResult | None = None
     #: Bytes on disk per tensor and part (:meth:`slimkit.export.storage.StorageBreakdown.to_dict`).
     storage: dict[str, Any] | None = None
+    #: The file written in the recipe's export format and its runtime checks (:class:`ExportResult`).
+    export: dict[str, Any] | None = None
 
     def warnings(self) -> list[str]:
         """Honest warnings: slower than the original, quality loss, no size gain."""
@@ -80,7 +82,8 @@ class Report:
                 "steps": [vars(s) for s in self.steps],
                 "before": self.before.to_dict(), "after": self.after.to_dict(),
                 "calibration_guard": self.guard.to_dict() if self.guard else None,
-                "warnings": self.warnings(), "notes": self.notes, "storage": self.storage}
+                "warnings": self.warnings(), "notes": self.notes, "storage": self.storage,
+                "export": self.export}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -119,12 +122,29 @@ class Report:
         lines += ["", "## Before / after", "", "| quantity | before | after | after/before |",
                   "|---|---|---|---|"]
         lines += [f"| {q} | {b} | {a} | {r} |" for q, b, a, r in self.table_rows()]
-        lines += self.storage_lines()
+        lines += self.storage_lines() + self.export_lines()
         warnings = self.warnings()
         if warnings or self.notes:
             lines += ["", "## Warnings and notes", ""]
             lines += [f"- WARNING: {w}" for w in warnings] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def export_lines(self) -> list[str]:
+        """The file written in the recipe's export format and what its real reader measured."""
+        if not self.export:
+            return []
+        e = self.export
+        lines = ["", f"## Export: {e['format']}", "", f"`{e['path']}`: {_fmt_bytes(e['bytes'])}", ""]
+        if e["checks"]:
+            lines += ["| runtime | max abs diff | mean abs diff | tolerance | latency | PyTorch latency |",
+                      "|---|---|---|---|---|---|"]
+            for c in e["checks"]:
+                lat = f"{c['latency_ms']:.2f} ms" if c["latency_ms"] is not None else ""
+                ref = f"{c['torch_latency_ms']:.2f} ms" if c["torch_latency_ms"] is not None else ""
+                lines.append(f"| {c['runtime']} | {c['max_abs_diff']:.3g} | {c['mean_abs_diff']:.3g} | "
+                             f"{c['tolerance']:.3g} | {lat} | {ref} |")
+        lines += [f"- {n}" for n in e["notes"]]
+        return lines
 
     def storage_lines(self) -> list[str]:
         """The per-tensor bytes table, for tensors stored other than densely (none: no table)."""
