@@ -310,6 +310,8 @@ def main() -> None:
     # A run of some sections keeps the other sections of the last results file (each row has its own date).
     results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
     results.pop("targets", None)
+    for section in sections:  # rows of a section being re-run are replaced, never mixed with the new ones
+        results.pop(section, None)
     results["meta"] = run_metadata(args=vars(args))
     if "lenet" in sections or "cnn" in sections:
         x, y = fashion_mnist("train")

@@ -7,9 +7,10 @@ group 64) and unpacked RTN int4 g64 for reference. For each: bytes of the saved 
 whether save → load reproduces the outputs bit-exactly, 512-token prefill tok/s and 128-token greedy
 decode tok/s at batch 1 (:func:`slimkit.eval.generation.measure_generation`), and perplexity on pydoc
 eval windows. On all-MiniLM-L6-v2: int8 dynamic embedding cosine vs the original on held-out pydoc
-sentences and latency at batch 1 and 32. Writes ``benchmarks/results/quant_speed.json`` and ``.md``.
-Targets: packed int4 artifact ≤ 35% of fp32; int4 and int8-dynamic decode ≥ 1.5× fp32; MiniLM
-int8-dynamic mean cosine ≥ 0.99.
+sentences and latency at batch 1 and 32. Writes ``benchmarks/results/quant_speed.json`` and ``.md``;
+every row carries the date and commit it was built at (the timing rounds run once, side by side, for all
+rows). Perplexity uses every window of the eval split unless ``--windows`` caps it. Targets: packed int4
+artifact ≤ 35% of fp32; int4 and int8-dynamic decode ≥ 1.5× fp32; MiniLM int8-dynamic mean cosine ≥ 0.99.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import SMOLLM2_BASELINE, provenance, run_metadata
+from _common import write_results as write_files
 from torch import nn
 
 import slimkit
@@ -39,7 +42,6 @@ from slimkit.models.bundle import ModelBundle
 from slimkit.quantize.pack_method import PackConfig
 from slimkit.quantize.packed import packed_modules
 
-RESULTS = Path(__file__).parent / "results"
 SEQ_LEN = 512
 EVERY_LINEAR = slimkit.Targets(module_types=("Linear",), exclude=())  # lm_head too (unties it)
 LM_HEAD = slimkit.Targets(include=("lm_head",), exclude=())
@@ -103,7 +105,8 @@ def save_and_reload(bundle: ModelBundle, probe: torch.Tensor, tmp: Path) -> dict
 def run_lm(windows: int, new_tokens: int, rounds: int, meta: dict[str, Any]) -> list[dict[str, Any]]:
     base = slimkit.load_model("smollm2-135m")
     docs = documents(parse_data_spec("pydoc"), "eval")
-    ppl_windows = token_windows(base.tokenizer, docs, SEQ_LEN, windows)
+    ppl_windows = token_windows(base.tokenizer, docs, SEQ_LEN, windows or 10**9)
+    meta["eval_tokens"] = ppl_windows.numel()
     prompt = ppl_windows[:1]  # (1, 512)
     rows: list[dict[str, Any]] = []
     models: list[nn.Module] = []
@@ -111,7 +114,8 @@ def run_lm(windows: int, new_tokens: int, rounds: int, meta: dict[str, Any]) -> 
         model = copy.deepcopy(base.model)
         start = time.perf_counter()
         build(model)
-        row: dict[str, Any] = {"variant": name, "build_seconds": round(time.perf_counter() - start, 1)}
+        row: dict[str, Any] = {"variant": name, "build_seconds": round(time.perf_counter() - start, 1),
+                               **provenance()}
         kernels = sorted({m.kernel for m in packed_modules(model).values()})
         row["kernels"] = kernels
         with tempfile.TemporaryDirectory(prefix="quant-speed-") as tmp:
@@ -137,6 +141,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         r["size_vs_fp32"] = round(r["artifact_bytes"] / fp32["artifact_bytes"], 3)
         r["prefill_speedup"] = round(r["prefill_tokens_per_s"] / fp32["prefill_tokens_per_s"], 2)
         r["decode_speedup"] = round(r["decode_tokens_per_s"] / fp32["decode_tokens_per_s"], 2)
+        r["perplexity_vs_fp32"] = round(r["perplexity"] / fp32["perplexity"], 4)
 
 
 def encode_latency_ms(model: nn.Module, texts: list[str], batch: int) -> float:
@@ -157,7 +162,7 @@ def run_minilm(samples: int) -> list[dict[str, Any]]:
             emb = model.encode(texts, convert_to_tensor=True, batch_size=32)  # type: ignore[operator]
         reference = emb if reference is None else reference
         row: dict[str, Any] = {"variant": name, "sentences": len(texts),
-                               "mean_cosine": round(mean_cosine(reference, emb), 5)}
+                               "mean_cosine": round(mean_cosine(reference, emb), 5), **provenance()}
         for batch in (1, 32):
             row[f"latency_b{batch}_ms"] = round(encode_latency_ms(model, texts, batch), 2)
         with tempfile.TemporaryDirectory(prefix="quant-speed-") as tmp:
@@ -200,51 +205,52 @@ def verdicts(lm: list[dict[str, Any]], st: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(lm: list[dict[str, Any]], st: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    tokens = meta.get("eval_tokens", 0)
     lines = ["# Packed quantized kernels: size, speed and accuracy on this CPU", "",
-             f"SmolLM2-135M, batch 1: prefill of a {SEQ_LEN}-token pydoc prompt, greedy decode of "
-             f"{meta['new_tokens']} tokens (plain KV-cache loop; all variants timed round-robin, best of "
-             f"{meta.get('rounds')} rounds), perplexity on {meta['windows']} × "
-             f"{SEQ_LEN}-token pydoc eval windows. Decoder Linears are packed; the tied embedding / lm_head "
-             "stays float (bf16 in the bf16 models), except in the `incl. lm_head` row, where the head is "
-             "untied and packed too while the embedding table stays float (in the `+ int8 lm_head` row the tied "
-             "table holds the int8 head's values in bf16). int8 dynamic quantizes "
-             "activations per token. Artifact = whole slimkit directory.", "",
+             f"SmolLM2-135M. Baseline: {SMOLLM2_BASELINE}. Batch 1: prefill of a {SEQ_LEN}-token pydoc prompt, "
+             f"greedy decode of {meta['new_tokens']} tokens (plain KV-cache loop; all variants timed round-robin "
+             f"in one run, best of {meta.get('rounds')} rounds), perplexity on {tokens} tokens "
+             f"({tokens // SEQ_LEN} × {SEQ_LEN}-token windows) of the pydoc eval split. Decoder Linears are packed; "
+             "the tied embedding / lm_head stays float (bf16 in the bf16 models), except in the `incl. lm_head` row, "
+             "where the head is untied and packed too while the embedding table stays float (in the `+ int8 lm_head` "
+             "row the tied table holds the int8 head's values in bf16). int8 dynamic quantizes activations per "
+             "token; weight-only rows compute in bf16. int4 rows are RTN on symmetric grids using all 16 levels. "
+             "Artifact = whole slimkit directory.", "",
              "| variant | artifact MB | × fp32 | embedding on disk | reload exact | prefill tok/s | × | "
-             "decode tok/s | × | perplexity |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "decode tok/s | × | perplexity | × fp32 | run date | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in lm:
         lines.append(f"| {r['variant']} | {r['artifact_bytes'] / 1e6:.1f} | {r.get('size_vs_fp32', '')} | "
                      f"{r['embedding_on_disk']} | {r['reload_bit_exact']} | {r['prefill_tokens_per_s']:.0f} | "
                      f"{r.get('prefill_speedup', '')} | {r['decode_tokens_per_s']:.1f} | "
-                     f"{r.get('decode_speedup', '')} | {r['perplexity']:.3f} |")
+                     f"{r.get('decode_speedup', '')} | {r['perplexity']:.3f} | {r.get('perplexity_vs_fp32', '')} | "
+                     f"{r['date']} | {r['commit']} |")
     if st:
-        lines += ["", f"all-MiniLM-L6-v2 on {st[0]['sentences']} held-out pydoc sentences:", "",
-                  "| variant | mean cosine vs fp32 | weights MB | b1 ms | b1 × | b32 ms | b32 × |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", f"all-MiniLM-L6-v2 on {st[0]['sentences']} held-out pydoc sentences (eval split):", "",
+                  "| variant | mean cosine vs fp32 | weights MB | b1 ms | b1 × | b32 ms | b32 × | run date | commit |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['mean_cosine']} | {r['artifact_bytes'] / 1e6:.1f} | "
-                  f"{r['latency_b1_ms']} | {r['speedup_b1']} | {r['latency_b32_ms']} | {r['speedup_b32']} |"
-                  for r in st]
+                  f"{r['latency_b1_ms']} | {r['speedup_b1']} | {r['latency_b32_ms']} | {r['speedup_b32']} | "
+                  f"{r['date']} | {r['commit']} |" for r in st]
     lines += ["", "## Targets", ""] + [f"- {v}" for v in verdicts(lm, st)]
-    lines += ["", f"torch {meta['torch']}, {meta['threads']} threads, run at {meta['date']} on a CPU shared "
-              "with other work (ratios are the signal; absolute numbers are rough)."]
+    lines += ["", f"torch {meta['torch']}, {meta['threads']} threads; 1-minute load average at the start of each "
+              "row is in the JSON (ratios measured side by side are the signal; absolute numbers are rough)."]
     return "\n".join(lines) + "\n"
 
 
 def write_results(lm: list[dict[str, Any]], st: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    payload = {"meta": meta, "smollm2": lm, "minilm": st, "targets": verdicts(lm, st)}
-    (RESULTS / "quant_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / "quant_speed.md").write_text(markdown(lm, st, meta))
+    write_files("quant_speed", {"meta": meta, "smollm2": lm, "minilm": st, "targets": verdicts(lm, st)},
+                markdown(lm, st, meta))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--windows", type=int, default=16, help="perplexity windows of 512 tokens")
+    parser.add_argument("--windows", type=int, default=0, help="cap on perplexity windows of 512 tokens (0: all)")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5, help="round-robin timing rounds (best of each kept)")
     args = parser.parse_args()
-    meta = {"windows": args.windows, "new_tokens": args.new_tokens, "rounds": args.rounds, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta = run_metadata(windows=args.windows, new_tokens=args.new_tokens, rounds=args.rounds)
     lm = run_lm(args.windows, args.new_tokens, args.rounds, meta)
     st = run_minilm(args.sentences)
     write_results(lm, st, meta)
