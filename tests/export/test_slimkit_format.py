@@ -238,3 +238,21 @@ def test_a_full_disk_while_writing_weights_is_an_oserror_naming_the_file(tmp_pat
     with pytest.raises(OSError, match="slimkit.safetensors: cannot write the weights.*No space left"):
         save(lenet_bundle(), tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_header_stores_applied_configs_compactly_and_they_rebuild_the_same_config(tmp_path):
+    from slimkit.method import config_class
+    from slimkit.prune.gradual import GradualPruneConfig
+
+    bundle = lenet_bundle(in_features=64)
+    config = GradualPruneConfig(final_sparsity=0.92, end=0.6, targets={"include": ["1"]})
+    bundle.applied = [{"method": "prune.gradual", "config": config.describe(), "stats": {"sparsity": 0.92}},
+                      {"method": "train", "config": {"epochs": 1}, "stats": {}}]
+    save(bundle, tmp_path / "out")
+    applied = json.loads((tmp_path / "out" / "slimkit.json").read_text())["applied"]
+    stored = applied[0]["config"]
+    assert stored == {"method": "prune.gradual", "version": 1, "targets": {"include": ["1"]}, "final_sparsity": 0.92,
+                      "end": 0.6}  # defaults (start, frequency, scope, module types ...) are implied
+    assert config_class("prune.gradual").model_validate(stored) == config
+    assert applied[0]["stats"] == {"sparsity": 0.92} and applied[1] == bundle.applied[1]  # unregistered: as is
+    assert load_slimkit_dir(tmp_path / "out").applied == applied
