@@ -112,7 +112,8 @@ def apply_with_training(model: nn.Module, configs: Sequence[BaseConfig],
     losses = train(model, on_step)
     training = {"train_steps": len(losses), "train_progress_reached": round(reached, 4),
                 "train_loss_first": round(losses[0], 4) if losses else None,
-                "train_loss_last": round(losses[-1], 4) if losses else None}
+                "train_loss_last": round(losses[-1], 4) if losses else None,
+                **getattr(losses, "stats", {})}  # e.g. validation and resume facts of slimkit's own loop
     reports = []
     for ctl in controllers:
         ctl.step(1.0)

@@ -13,6 +13,7 @@ import slimkit.cluster.finetune
 import slimkit.cluster.huffman_codec  # format: huffman codec
 import slimkit.cluster.huffman_step
 import slimkit.cluster.weight_sharing
+import slimkit.export.onnx.format  # export format: onnx
 import slimkit.export.slimkit_format  # format: dense/bitmask codecs, the slimkit-output loader
 import slimkit.prune.gradual
 import slimkit.prune.magnitude
@@ -30,3 +31,4 @@ import slimkit.quantize.qat
 import slimkit.quantize.rtn
 import slimkit.quantize.smoothquant
 import slimkit.quantize.static
+import slimkit.train.finetune

@@ -9,6 +9,7 @@ atomically in the recipe's ``export.format``: it appears with the model, ``slimk
 from __future__ import annotations
 
 import copy
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,9 @@ from slimkit.quantize.record import off_grid_weights, quant_records
 from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
+from slimkit.train.distributed import is_main_process
 from slimkit.train.recipe_training import build_trainer
+from slimkit.train.teachers import default_checkpoint_dir, distillation_models, run_fingerprint
 
 
 def _default_data(bundle: ModelBundle) -> str:
@@ -80,10 +83,16 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     evaluation = Evaluation(bundle, eval_cfg)
     console.print(f"measuring the original {bundle.kind} model")
     before = evaluation.measure(bundle, saved_size(bundle))
+    distill = recipe.train.distill if recipe.train else None
+    bundle, teacher = distillation_models(bundle, distill, recipe.train.seed if recipe.train else 0)
     default_data = eval_cfg.data or _default_data(bundle)
     mix = parse_mix(calib_parts or [default_data])
     loop = _calibration(bundle, recipe, mix, calib_samples, eval_cfg.seq_len)
-    trainer = build_trainer(bundle, recipe.train, str(mix[0].spec), eval_cfg.seq_len) if recipe.train else None
+    checkpoints = default_checkpoint_dir(out)  # a killed run resumes from here when rerun
+    fingerprint = run_fingerprint(str(model if isinstance(model, str) else bundle.source), recipe.to_dict(),
+                                  calib_parts, eval_data, calib_samples)
+    trainer = build_trainer(bundle, recipe.train, str(mix[0].spec), eval_cfg.seq_len, teacher=teacher,
+                            checkpoint_dir=checkpoints, fingerprint=fingerprint) if recipe.train else None
     guard_steps = calibration_free_steps(recipe.steps) if calib_guard else None
     original = _copy_bundle(bundle) if guard_steps is not None else None
     steps: list[StepReport] = []
@@ -99,6 +108,9 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
             bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
             steps.append(result)
+    if not is_main_process():  # under torchrun every process trains; rank 0 alone writes and measures
+        return Report(str(model if isinstance(model, str) else bundle.source), steps, before, before, None,
+                      ["not the main process of a multi-process run: rank 0 wrote and measured the output"])
     check_output(out, overwrite)  # again: the directory may have changed while the model was compressed
     with atomic_directory(out, overwrite=overwrite) as tmp:
         exported = _export_beside(bundle, recipe, tmp)  # first: the header lists it among slimkit's files
@@ -121,6 +133,8 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         json_file.write_text(report.to_json())
         md_file.write_text(report.to_markdown() + f"\n![before and after]({png_file.name})\n")
         plot_before_after(report, png_file)
+    if recipe.train and not recipe.train.checkpoint_dir:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the output is written: nothing left to resume
     return report
 
 

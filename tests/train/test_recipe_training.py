@@ -52,7 +52,7 @@ def test_consecutive_gradual_steps_share_one_training_run(tmp_path):
                      {"data": "digits", "epochs": 2, "samples": 512})
     report = compress(lenet_bundle(in_features=64), recipe, tmp_path / "out")
     first, second = (s.stats for s in report.steps)
-    assert first["train_steps"] == second["train_steps"] == 2  # 2 epochs: one shared run, not two
+    assert first["train_steps"] == second["train_steps"] == 8  # 2 epochs of 4 steps: one shared run, not two
     assert first["sparsity"] == pytest.approx(0.9, abs=1e-3) and second["sparsity"] == pytest.approx(0.5, abs=1e-2)
 
 
@@ -87,7 +87,7 @@ def test_train_section_refuses_models_it_cannot_train():
     from slimkit.train.recipe_training import TrainSection, build_trainer
 
     bundle = ModelBundle(torch.nn.Linear(2, 2), "encoder", "x")
-    with pytest.raises(ValueError, match="causal LMs and torch classifiers, not a encoder"):
+    with pytest.raises(ValueError, match="can train torch, causal-lm, sentence-transformer models, not a encoder"):
         build_trainer(bundle, TrainSection(), "pydoc")
 
 
