@@ -18,6 +18,7 @@ from slimkit.calib.layer_method import LayerSequentialMethod
 from slimkit.calib.stats import InputStats
 from slimkit.config import BaseConfig
 from slimkit.method import register
+from slimkit.quantize.gguf_grid import GGUFGrid, apply_gguf_grid
 from slimkit.quantize.gptq_math import gptq_quantize
 from slimkit.quantize.primitives import QuantScheme
 from slimkit.quantize.record import QuantRecord, set_quant_record
@@ -28,7 +29,9 @@ class GroupQuantConfig(BaseConfig):
     """Integer grid fields shared by the calibrated weight quantizers (same meaning as RTNConfig's).
 
     ``granularity`` picks one scale per tensor, per output channel, or per ``group_size`` input
-    columns (a ragged last group is allowed).
+    columns (a ragged last group is allowed). ``gguf`` (``q4_0``, ``q4_1``, ``q5_0``, ``q5_1``, ``q8_0``)
+    quantizes onto that llama.cpp block type exactly (group 32, fp16 scales by llama.cpp's rule); it fixes
+    the four grid fields, and the GGUF export keeps every value.
     """
 
     method: str
@@ -36,6 +39,9 @@ class GroupQuantConfig(BaseConfig):
     symmetric: bool = True
     granularity: Literal["tensor", "channel", "group"] = "group"
     group_size: int | None = Field(128, ge=1)
+    gguf: GGUFGrid | None = None
+
+    _gguf_fixes_grid = model_validator(mode="before")(apply_gguf_grid)
 
     @model_validator(mode="after")
     def _group_needs_size(self) -> GroupQuantConfig:
@@ -45,7 +51,7 @@ class GroupQuantConfig(BaseConfig):
         return self
 
     def scheme(self) -> QuantScheme:
-        return QuantScheme(self.bits, self.symmetric, self.granularity, self.group_size)
+        return QuantScheme(self.bits, self.symmetric, self.granularity, self.group_size, gguf=self.gguf is not None)
 
 
 class GPTQConfig(GroupQuantConfig):

@@ -36,7 +36,7 @@ class GPTQResult:
 
 def _grid(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     """Min-max (scale, zero) of the columns ``w`` (rows, k) as one group: each (rows,)."""
-    scale, zero = compute_qparams(w, QuantScheme(scheme.bits, scheme.symmetric, "channel"))
+    scale, zero = compute_qparams(w, QuantScheme(scheme.bits, scheme.symmetric, "channel", gguf=scheme.gguf))
     return scale[:, 0], zero[:, 0]
 
 

@@ -34,6 +34,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from slimkit.quantize.gguf_grid import (
+    GGUF_GRIDS,
+    gguf_affine_qparams,
+    gguf_grid_name,
+    gguf_symmetric_scale,
+    snap_gguf_scale,
+)
+
 Granularity = Literal["tensor", "channel", "group"]
 GridKind = Literal["int", "binary", "ternary"]
 _EPS = 1e-12
@@ -49,10 +57,14 @@ class QuantScheme:
     granularity: Granularity = "channel"
     group_size: int | None = None
     kind: GridKind = "int"
+    gguf: bool = False  # scales follow llama.cpp's block rules (see slimkit.quantize.gguf_grid)
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {self.bits}")
+        if self.gguf and (self.kind != "int" or gguf_grid_name(self.bits, self.symmetric) is None):
+            raise ValueError(f"GGUF scale rules exist for {sorted(GGUF_GRIDS)} only, not {self.bits}-bit "
+                             f"{'symmetric' if self.symmetric else 'affine'} {self.kind}")
         if self.kind != "int":
             needed = 1 if self.kind == "binary" else 2
             if self.bits != needed or not self.symmetric:
@@ -145,6 +157,11 @@ def compute_qparams(w: Tensor, scheme: QuantScheme) -> tuple[Tensor, Tensor]:
     if scheme.kind != "int":
         scale = _binary_alpha(g, pad) if scheme.kind == "binary" else _ternary_alpha_delta(g, pad)[0]
         zero = torch.zeros_like(scale)
+    elif scheme.gguf and scheme.symmetric:
+        scale = gguf_symmetric_scale(g, scheme.bits)
+        zero = torch.zeros_like(scale)
+    elif scheme.gguf:
+        scale, zero = gguf_affine_qparams(g, scheme.bits)
     elif scheme.symmetric:
         scale = symmetric_scale(g, scheme)
         zero = torch.zeros_like(scale)
@@ -281,7 +298,7 @@ def searched_qparams(w: Tensor, scheme: QuantScheme, ratios: tuple[float, ...],
     best_err = torch.full_like(scale, float("inf"))
     best_scale = scale.clone()
     for ratio in ratios:
-        trial = scale * ratio
+        trial = snap_gguf_scale(scale * ratio, scheme.bits, scheme.symmetric) if scheme.gguf else scale * ratio
         if hessian is None:  # the same arithmetic as quantize/dequantize, without broadcasting to (rows, cols)
             s, z = trial[..., None], zero[..., None]
             err = ((torch.round(g / s + z).clamp(scheme.qmin, scheme.qmax) - z) * s - g).pow(2).sum(dim=-1)

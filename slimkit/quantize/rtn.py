@@ -9,6 +9,7 @@ activation-weighted version).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from slimkit.config import BaseConfig
 from slimkit.method import Method, register
+from slimkit.quantize.gguf_grid import GGUFGrid, apply_gguf_grid
 from slimkit.quantize.primitives import (
     MSE_SEARCH_RATIOS,
     GridKind,
@@ -74,16 +76,26 @@ class RTNConfig(WeightGridFields):
     g64 it raised weight SQNR from 19.8 to 20.35 dB but perplexity from 25.5 to 27.8 (fp32 18.6; 8 × 256
     pydoc tokens), since clipping a group's largest weights hurts more than rounding the rest; on
     Gaussian weights it cuts the error 26% at g128. Measure it on your model before keeping it.
+
+    ``gguf`` (``q4_0``, ``q4_1``, ``q5_0``, ``q5_1``, ``q8_0``) quantizes onto that llama.cpp block type
+    exactly (group 32, fp16 scales by llama.cpp's rule, :mod:`slimkit.quantize.gguf_grid`): it fixes
+    ``bits``/``symmetric``/``granularity``/``group_size``, and the GGUF export keeps every value.
     """
 
     method: Literal["quant.rtn"] = "quant.rtn"
     scale_search: Literal["none", "mse"] = "none"
+    gguf: GGUFGrid | None = None
+
+    _gguf_fixes_grid = model_validator(mode="before")(apply_gguf_grid)
 
     @model_validator(mode="after")
     def _search_needs_int(self) -> RTNConfig:
         if self.scale_search != "none" and self.scheme != "int":
             raise ValueError(f"scale_search: {self.scale_search} needs scheme 'int' ({self.scheme} fixes its scale)")
         return self
+
+    def quant_scheme(self) -> QuantScheme:
+        return replace(super().quant_scheme(), gguf=self.gguf is not None)
 
 
 def round_to_grid(w: Tensor, scheme: QuantScheme, scale_search: str) -> tuple[Tensor, Tensor, Tensor]:
