@@ -10,10 +10,11 @@ openvino]]`` (or a recipe's ``export: {format: onnx, options: {...}}``). Precisi
 
 Every runtime in ``check`` (ONNX Runtime always) runs the file on sample inputs and is compared with the
 PyTorch float reference (:func:`~slimkit.export.onnx.graph.float_reference`): for a causal LM a prefill and
-one decode step fed with the cache, so the KV-cache path is checked too. The tolerance is relative to the
-largest reference output: 1e-4 for fp32 and int4 (the same weights; 2e-2 with ``accuracy_level`` 4, which
-quantizes activations to int8 inside the op) and 0.15 for the int8 forms, whose activations are quantized;
-``tolerance`` overrides it.
+one decode step fed with the cache, so the KV-cache path is checked too; a calibrated (int8-static) file on
+held-out examples of its calibration data spec (random inputs would leave its calibrated ranges).
+The tolerance is relative to the largest reference output: 1e-4 for fp32 and int4 (the same weights; 2e-2
+with ``accuracy_level`` 4, which quantizes activations to int8 inside the op) and 0.15 for the int8 forms,
+whose activations are quantized; ``tolerance`` overrides it.
 """
 
 from __future__ import annotations
@@ -145,7 +146,12 @@ def write_onnx(bundle: ModelBundle, path: Path, opts: OnnxOptions) -> ExportResu
         float_path = Path(scratch) / "float.onnx"
         trace(spec, float_path)
         notes = _write_precision(bundle, spec, model, float_path, path, opts)
-    feeds = check_feeds(bundle, spec, model)
+    if opts.calib is not None:  # calibrated ranges are checked on held-out data of the same kind
+        from slimkit.export.onnx.int8 import calibration_feeds
+
+        feeds = calibration_feeds(bundle, spec, model, opts.calib, 16, held_out=True)[:2]
+    else:
+        feeds = check_feeds(bundle, spec, model)
     checks = [compare(r, path, spec, feeds, opts.relative_tolerance(), opts.tolerance) for r in opts.check]
     return ExportResult("onnx", path, checks=checks, notes=notes)
 

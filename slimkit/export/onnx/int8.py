@@ -34,13 +34,14 @@ def quantize_dynamic_int8(src: Path, dst: Path) -> None:
 
 
 def calibration_feeds(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Module, calib: str, samples: int,
-                      batch: int = 8) -> list[dict[str, np.ndarray]]:
-    """Feeds of ``samples`` calibration examples of the data spec ``calib`` (its calibration split)."""
+                      batch: int = 8, held_out: bool = False) -> list[dict[str, np.ndarray]]:
+    """Feeds of ``samples`` examples of the data spec ``calib``: its calibration split, or with ``held_out`` its
+    evaluation split (the check of a calibrated file runs on data like the calibration's, never the same)."""
     data = parse_data_spec(calib)
     if bundle.kind == "torch":
         if data.is_text:
             raise ValueError(f"int8-static calibration of a classifier needs images, not {data}")
-        x, _ = image_data(data.kind, data.arg, "train")
+        x, _ = image_data(data.kind, data.arg, "test" if held_out else "train")
         x = x[:samples].numpy().astype(np.float32)
         return [{"input": x[i: i + batch]} for i in range(0, len(x), batch)]
     if bundle.kind not in ("encoder", "sentence-transformer"):
@@ -48,7 +49,7 @@ def calibration_feeds(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Modu
                          "use precision int8-dynamic or int4 for causal LMs")
     if not data.is_text:
         raise ValueError(f"int8-static calibration of an encoder needs text, not {data}")
-    texts = sentences(documents(data, "calib"), samples)
+    texts = sentences(documents(data, "eval" if held_out else "calib"), samples)
     if not texts:
         raise ValueError(f"{data}: no calibration sentences")
     return [text_feed(bundle, model, texts[i: i + batch], 0, 128) for i in range(0, len(texts), batch)]

@@ -1,0 +1,207 @@
+"""The ``onnx`` export format round-trips through the real readers (ONNX Runtime, OpenVINO).
+
+Tolerances: fp32 and int4 (the same weights) within 1e-4 of the largest PyTorch output, int8 within 0.15 of it
+(the format's defaults, asserted here from the measured differences). The int4 file must hold slimkit's own
+integers: the weights its MatMulNBits tensors stand for equal slimkit's dequantized weights bit for bit.
+"""
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import slimkit
+from slimkit.export.formats import export_model
+from slimkit.export.onnx import nbits
+from slimkit.export.onnx.graph import past_names
+from slimkit.export.onnx.runtimes import onnxruntime_session, openvino_model
+from slimkit.export.slimkit_format import save
+from slimkit.models.bundle import ModelBundle
+from slimkit.models.zoo import build_architecture
+from slimkit.prune.structured.method import StructuredPruneConfig
+from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.rtn import RTNConfig
+from tests._models import lenet_bundle, tiny_bert, tiny_llama
+
+BOTH = {"check": ["onnxruntime", "openvino"]}
+
+
+def _cnn_bundle(widths=(8, 16)) -> ModelBundle:
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "widths": list(widths), "image_size": 8}
+    model = build_architecture("small-cnn", kwargs).eval()
+    return ModelBundle(model, "torch", "small-cnn", arch={"name": "small-cnn", "kwargs": kwargs})
+
+
+def _nbits_weights(path) -> dict[str, np.ndarray]:
+    """The (N, K) weight of every MatMulNBits node of the file, dequantized with the op's own formula."""
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    found = {}
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            zp = inits[node.input[3]] if len(node.input) > 3 else None
+            found[node.name.removesuffix(".nbits")] = nbits.dequantize_nbits(
+                inits[node.input[1]], inits[node.input[2]], zp, attrs["bits"], attrs["K"])
+    return found
+
+
+def test_classifier_fp32_matches_in_onnxruntime_and_openvino(tmp_path):
+    result = export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", BOTH)
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
+    assert [c.runtime for c in result.checks] == ["onnxruntime", "openvino"]
+    assert all(c.passed and c.max_abs_diff < 1e-5 and c.latency_ms > 0 for c in result.checks)
+    x = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)  # a batch size never traced
+    expected = lenet_bundle(in_features=64).model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(onnxruntime_session(tmp_path / "m.onnx")({"input": x})[0], expected, atol=1e-5)
+
+
+def test_a_pruned_cnn_exports_its_smaller_shapes_and_int8_static_calibrates_on_a_data_spec(tmp_path):
+    bundle = _cnn_bundle()
+    slimkit.apply(bundle.model, StructuredPruneConfig(fraction=0.5))
+    result = export_model(bundle, "onnx", tmp_path / "m.onnx", {"precision": "int8-static", "calib": "digits",
+                                                               "calib_samples": 64, **BOTH})
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    conv_weights = [numpy_helper.to_array(i).shape for i in graph.initializer if len(i.dims) == 4]
+    assert sorted(s[0] for s in conv_weights) == [4, 8]  # half of 8 and 16 channels
+    assert all(c.passed for c in result.checks) and result.checks[0].max_abs_diff > 0  # really quantized
+
+
+def test_encoder_fp32_and_int8_dynamic(tmp_path):
+    bundle = ModelBundle(tiny_bert(), "encoder", "tiny-bert")
+    fp32 = export_model(bundle, "onnx", tmp_path / "f.onnx", BOTH)
+    assert all(c.max_abs_diff < 1e-4 * 10 and c.passed for c in fp32.checks)
+    int8 = export_model(bundle, "onnx", tmp_path / "q.onnx", {"precision": "int8-dynamic"})
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert int8.checks[0].passed and 0 < int8.checks[0].max_abs_diff
+
+
+def _greedy_onnx(path, prompt: np.ndarray, steps: int, layers: int, kv_heads: int, head_dim: int) -> list[int]:
+    run = onnxruntime_session(path)
+    feed = {"input_ids": prompt} | {n: np.zeros((1, kv_heads, 0, head_dim), np.float32) for n in past_names(layers)}
+    tokens = []
+    for _ in range(steps):
+        logits, *presents = run(feed)
+        tokens.append(int(logits[0, -1].argmax()))
+        past = dict(zip(past_names(layers), presents, strict=True))
+        feed = {"input_ids": np.array([[tokens[-1]]], np.int64), **past}
+    return tokens
+
+
+def test_causal_lm_with_kv_cache_decodes_greedily_like_pytorch(tmp_path):
+    model = tiny_llama()
+    result = export_model(ModelBundle(model, "causal-lm", "tiny-llama"), "onnx", tmp_path / "lm.onnx", BOTH)
+    assert all(c.passed and c.max_abs_diff < 1e-5 for c in result.checks)
+    proto = onnx.load(str(tmp_path / "lm.onnx"))
+    assert [i.name for i in proto.graph.input] == ["input_ids", *past_names(2)]
+    assert proto.graph.output[1].name == "present.0.key" and proto.opset_import[0].version >= 17
+    prompt = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = model.generate(prompt, max_new_tokens=8, do_sample=False)[0, 6:].tolist()
+    assert _greedy_onnx(tmp_path / "lm.onnx", prompt.numpy(), 8, 2, 2, 16) == expected
+
+
+@pytest.fixture(scope="module")
+def int4_llama():
+    model = tiny_llama()
+    slimkit.apply(model, RTNConfig(bits=4, symmetric=False, granularity="group", group_size=48))  # ragged at 64
+    return model
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["fake-quantized", "packed"])
+def test_int4_matmulnbits_holds_slimkits_own_integers(tmp_path, int4_llama, packed):
+    import copy
+
+    model = copy.deepcopy(int4_llama)
+    expected = {name: m.weight.detach().float().numpy() for name, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and name != "lm_head"}
+    if packed:
+        slimkit.apply(model, PackConfig())
+    result = export_model(ModelBundle(model, "causal-lm", "tiny"), "onnx", tmp_path / "q4.onnx",
+                          {"precision": "int4", **BOTH})
+    found = _nbits_weights(tmp_path / "q4.onnx")
+    assert sorted(found) == sorted(expected) and len(found) == 14
+    for name, w in found.items():
+        np.testing.assert_array_equal(w, expected[name], err_msg=name)  # bit for bit: nothing re-quantized
+    assert all(c.passed and c.max_abs_diff < 1e-5 for c in result.checks)
+    linears = [n for n in onnx.load(str(tmp_path / "q4.onnx")).graph.node if nbits.node_module(n) is not None]
+    assert [nbits.node_module(n) for n in linears] == ["lm_head"]  # the one float Linear left as a MatMul
+
+
+def test_int4_from_a_saved_slimkit_output_through_the_cli(tmp_path, int4_llama):
+    from typer.testing import CliRunner
+
+    from slimkit.cli import app
+    from tests._models import pydoc_tokenizer
+
+    tok = pydoc_tokenizer()
+    saved = save(ModelBundle(int4_llama, "causal-lm", "tiny", tokenizer=tok), tmp_path / "q")
+    result = CliRunner().invoke(app, ["export", str(saved), "--format", "onnx", "--out", str(tmp_path / "q.onnx"),
+                                      "--option", "precision=int4", "--option", "accuracy_level=4"])
+    assert result.exit_code == 0, result.output
+    assert "checked in onnxruntime" in result.output and "14 Linear layers as MatMulNBits" in result.output
+
+
+def test_a_mismatching_export_is_an_error_and_nothing_is_written(tmp_path, int4_llama, monkeypatch):
+    real = nbits.nbits_tensors
+
+    def corrupt(weight, block):
+        b, scales, zeros = real(weight, block)
+        return b, scales * 1.1, zeros
+
+    monkeypatch.setattr(nbits, "nbits_tensors", corrupt)
+    with pytest.raises(ValueError, match=r"q4.onnx: the onnx export does not match the PyTorch model: onnxruntime "
+                                         r"max \|diff\|"):
+        export_model(ModelBundle(int4_llama, "causal-lm", "tiny"), "onnx", tmp_path / "q4.onnx", {"precision": "int4"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int4_needs_4_bit_weights_and_options_fit_the_precision(tmp_path):
+    with pytest.raises(ValueError, match=r"precision int4 writes slimkit's own 4-bit integers.*quant.gptq"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", {"precision": "int4"})
+    with pytest.raises(ValueError, match="calib .* is required by precision int8-static and used by nothing else"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", {"calib": "digits"})
+    with pytest.raises(ValueError, match="check: .*must include onnxruntime"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", {"check": ["openvino"]})
+    with pytest.raises(ValueError, match="accuracy_level applies to precision int4"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", {"accuracy_level": 4})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_extras_name_their_pip_command(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    missing = {"onnx"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs onnx: pip install 'onnx'"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx")
+    missing = {"openvino"}
+    with pytest.raises(ImportError, match=r"check 'openvino' needs openvino: pip install 'openvino'"):
+        export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", BOTH)
+
+
+def test_matmulnbits_blocks_cover_groups_exactly():
+    from slimkit.export.onnx.weights import IntWeight
+
+    codes = torch.randint(0, 16, (3, 100), dtype=torch.uint8)
+    scale, zero = torch.rand(3, 3) + 0.1, torch.randint(0, 16, (3, 3)).float()
+    weight = IntWeight(codes, scale, zero, 4, 48)  # groups 48, 48, 4 (ragged): blocks of 16
+    assert nbits.block_size(weight, 100, "w") == 16
+    b, s, zp = nbits.nbits_tensors(weight, 16)
+    assert b.shape == (3, 7, 8)
+    np.testing.assert_array_equal(nbits.dequantize_nbits(b, s, zp, 4, 100), weight.dequantized().numpy())
+    with pytest.raises(ValueError, match="group size 40 is not a multiple of 16"):
+        nbits.block_size(IntWeight(codes, scale, zero, 4, 40), 100, "w")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+def test_openvino_runner_reads_the_same_file(tmp_path):
+    export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx")
+    x = np.ones((1, 64), np.float32)
+    a = onnxruntime_session(tmp_path / "m.onnx")({"input": x})[0]
+    np.testing.assert_allclose(openvino_model(tmp_path / "m.onnx")({"input": x})[0], a, atol=1e-5)
