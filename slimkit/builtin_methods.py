@@ -13,6 +13,7 @@ import slimkit.cluster.finetune
 import slimkit.cluster.huffman_codec  # format: huffman codec
 import slimkit.cluster.huffman_step
 import slimkit.cluster.weight_sharing
+import slimkit.distill.depth
 import slimkit.export.gguf_export  # export format: gguf
 import slimkit.export.onnx.format  # export format: onnx
 import slimkit.export.slimkit_format  # format: dense/bitmask codecs, the slimkit-output loader

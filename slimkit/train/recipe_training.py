@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ from slimkit.distill.objective import DistillObjective, OwnLossObjective
 from slimkit.distill.section import DistillSection
 from slimkit.distill.tasks import task_for
 from slimkit.models.bundle import ModelBundle
-from slimkit.prune.regularizers import model_group_lasso, model_l1
+from slimkit.prune.regularizers import l1_penalty, model_group_lasso
 from slimkit.train.data import training_data
 from slimkit.train.loop import LoopSettings, run_training
 
@@ -97,11 +98,30 @@ def _settings(section: TrainSection, kind: str, n: int, checkpoint_dir: Path | N
                         description="distilling" if section.distill else "training")
 
 
+def _effective_weights(model: nn.Module, targets: Targets) -> list[Tensor]:
+    """The weights ``targets`` selects as the model computes with them: a parametrized weight (a pruning
+    mask, fake quantization) counts with its mask applied, which ``iter_targets`` (raw parameters) skips."""
+    found = []
+    for name, module in model.named_modules():
+        # a parametrized Linear is a ParametrizedLinear subclass: match the classes it derives from
+        if targets.module_types and not {c.__name__ for c in type(module).__mro__} & set(targets.module_types):
+            continue
+        for param in targets.params:
+            fqn = f"{name}.{param}" if name else param
+            hit = any(fnmatchcase(fqn, g) or fnmatchcase(name, g) for g in targets.include)
+            if hit and not any(fnmatchcase(fqn, g) or fnmatchcase(name, g) for g in targets.exclude) \
+                    and isinstance(getattr(module, param, None), Tensor):
+                found.append(getattr(module, param))
+    if not found:
+        raise ValueError(f"train.regularizer: its targets {targets.model_dump()} select no weight of the model")
+    return found
+
+
 def _regularizer(section: RegularizerSection | None, model: nn.Module) -> Callable[[], Tensor] | None:
     if section is None:
         return None
     if section.kind == "l1":
-        return lambda: section.lam * model_l1(model, section.targets)
+        return lambda: section.lam * l1_penalty(_effective_weights(model, section.targets))
     return lambda: section.lam * model_group_lasso(model, section.structure)
 
 
