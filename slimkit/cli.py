@@ -216,6 +216,45 @@ def bench(
     _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
 
 
+def _generate(model: str, prompt: str, max_new_tokens: int, runtime: str) -> None:
+    def write(piece: str) -> None:
+        console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
+    if runtime == "llama.cpp":
+        from slimkit.eval.llama_cpp import stream_llama_cpp
+
+        console.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
+        timing = stream_llama_cpp(Path(model), prompt, max_new_tokens, write)
+    elif runtime == "torch":
+        from slimkit.eval.generation import stream_text
+        from slimkit.models.loading import load_model
+
+        bundle = load_model(model)
+        if not bundle.is_language_model or bundle.tokenizer is None:
+            raise ValueError(f"{model}: slimkit generate needs a causal language model with a tokenizer, "
+                             f"not a {bundle.kind} model")
+        console.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
+        timing = stream_text(bundle.model.eval(), bundle.tokenizer, prompt, max_new_tokens, write)
+    else:
+        raise ValueError(f"--runtime must be 'torch' or 'llama.cpp', not {runtime!r}")
+    console.print()
+    console.print(Text(f"[{runtime}] {timing.new_tokens + 1} new tokens; prefill {timing.prompt_tokens} tokens "
+                       f"{timing.prefill_tokens_per_s:.1f} tok/s, decode {timing.decode_tokens_per_s:.1f} tok/s"),
+                  highlight=False)
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="packaged name, model directory, slimkit output or .gguf file")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="text to continue")],
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 64,
+    runtime: Annotated[str, typer.Option(help="torch, or llama.cpp for a .gguf file (needs llama-cpp-python)")
+                       ] = "torch",
+) -> None:
+    """Stream greedy text from MODEL (original or compressed) and report prefill/decode tok/s at the end."""
+    _run(lambda: _generate(model, prompt, max_new_tokens, runtime))
+
+
 def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; each value is read as a YAML scalar (``bits=4`` is an int, ``check=[ort,tvm]`` a list)."""
     import yaml

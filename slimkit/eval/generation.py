@@ -1,14 +1,18 @@
-"""Prefill and greedy-decode speed of a causal LM at batch 1, the numbers LLM users compare.
+"""Prefill and greedy-decode speed of a causal LM at batch 1, the numbers LLM users compare, and the
+streaming greedy text of ``slimkit generate``.
 
 A plain greedy loop over the model's own KV cache (one prefill forward, then one forward per new
 token) measures the model rather than ``generate()``'s bookkeeping, so ratios between a float and a
-compressed model reflect what compression changed.
+compressed model reflect what compression changed. :func:`stream_text` runs the same loop and hands each
+new piece of text to a callback as soon as its bytes form whole characters.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -97,3 +101,44 @@ def measure_generation_side_by_side(models: list[nn.Module], input_ids: Tensor, 
         for model, timings in zip(models, runs, strict=True):
             timings.append(_greedy_run(model, input_ids, new_tokens))
     return [min(timings, key=lambda r: r.prefill_ms + r.decode_ms) for timings in runs]
+
+
+@torch.inference_mode()
+def stream_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int, write: Callable[[str], None]
+                ) -> GenerationTiming:
+    """Greedy-decode up to ``max_new_tokens`` tokens after ``prompt``, calling ``write`` with each new piece of text.
+
+    Stops early at the tokenizer's end-of-sequence token. A piece is written once it decodes to whole
+    characters (a multi-byte character split over tokens waits for its last byte).
+
+    Returns:
+        The timing: prefill (prompt forward and first token), decode (every later token).
+    """
+    if max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be at least 1")
+    input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, P)
+    if input_ids.shape[1] == 0:
+        raise ValueError("the prompt is empty after tokenization; give some text")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    start = time.perf_counter()
+    out = model(input_ids=input_ids, use_cache=True)
+    token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
+    prefill_ms = (time.perf_counter() - start) * 1000.0
+    generated: list[int] = []
+    written = ""
+    start = time.perf_counter()
+    while True:
+        generated.append(int(token))
+        if int(token) == eos:
+            break
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > len(written):  # U+FFFD: an incomplete UTF-8 sequence
+            write(text[len(written):])
+            written = text
+        if len(generated) >= max_new_tokens:
+            break
+        out = model(input_ids=token, cache=out["cache"], use_cache=True)
+        token = out.logits[:, -1:].argmax(dim=-1)
+    decode_ms = (time.perf_counter() - start) * 1000.0
+    return GenerationTiming(input_ids.shape[1], max(len(generated) - 1, 1), prefill_ms, decode_ms,
+                            torch.tensor([generated]))
