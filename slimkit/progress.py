@@ -10,17 +10,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 console = Console(stderr=True, markup=False)
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Show a bar while the block runs; yields ``advance(n)``."""
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+def progress_bar(description: str, total: int | None, eta: bool = False) -> Iterator[Callable[[int], None]]:
+    """Show a bar while the block runs; yields ``advance(n)``. ``eta`` adds the estimated time remaining."""
+    columns: list[ProgressColumn] = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn()]
+    if eta:
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(n: int = 1) -> None:
