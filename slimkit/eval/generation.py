@@ -67,6 +67,12 @@ def _greedy_run(model: nn.Module, input_ids: Tensor, new_tokens: int) -> Generat
                             torch.cat(generated, dim=1))
 
 
+def timed_greedy_run(model: nn.Module, input_ids: Tensor, new_tokens: int) -> GenerationTiming:
+    """One timed prefill of ``input_ids`` (1, P) and greedy decode of ``new_tokens`` tokens (for callers that
+    interleave it with other runtimes' timings)."""
+    return _greedy_run(model, input_ids, new_tokens)
+
+
 def measure_generation(model: nn.Module, input_ids: Tensor, new_tokens: int = 128, warmup: int = 1,
                        repeats: int = 1) -> GenerationTiming:
     """Time prefill of ``input_ids`` (1, P) and greedy decoding of ``new_tokens`` tokens.

@@ -161,6 +161,21 @@ def read_values(path: Path, plan: list[PlannedTensor]) -> dict[str, Tensor]:
     return values
 
 
+def gguf_file_values(path: Path, model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter of ``model`` as the GGUF file at ``path`` holds it (float32, transformers' row order), read
+    with the gguf reader whatever its types: e.g. to measure the perplexity of a file's values in PyTorch."""
+    config = llama_config(model, str(path))
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    by_name = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    values = {}
+    for name, param in model.named_parameters():
+        stored = by_name[gguf_name(name, names, str(path))]
+        v = decode(stored.data, stored.tensor_type, tuple(int(n) for n in reversed(stored.shape)))
+        order = rope_row_order(name, v.shape[0], config)
+        values[name] = (v[torch.argsort(order)] if order is not None else v).reshape(param.shape)
+    return values
+
+
 def value_check(model: nn.Module, plan: list[PlannedTensor], values: dict[str, Tensor]) -> RuntimeCheck:
     """Max |file - slimkit| over the tensors the file must hold exactly (tolerance 0)."""
     params = dict(model.named_parameters())

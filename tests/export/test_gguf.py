@@ -173,3 +173,22 @@ def test_smollm2_on_the_q4_0_grid_keeps_its_metadata_and_every_value(tmp_path):
     fields = gguf.GGUFReader(tmp_path / "m.gguf").fields
     assert fields["tokenizer.ggml.pre"].contents() == "smollm" and len(fields["tokenizer.ggml.tokens"].data) == 49152
     assert fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q4_0)
+
+
+def test_cli_exports_a_saved_slimkit_model_with_its_records(tmp_path):
+    from typer.testing import CliRunner
+
+    from slimkit.cli import app
+    from slimkit.export.slimkit_format import save
+
+    bundle = tiny_llama_bundle()
+    slimkit.apply(bundle.model, RTNConfig(gguf="q4_0"))
+    save(bundle, tmp_path / "int4")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "int4"), "--format", "gguf", "--out",
+                                      str(tmp_path / "m.gguf"), "--option", "embedding=f32"])
+    assert result.exit_code == 0, result.output
+    assert "checked in gguf reader: max |diff| 0," in result.output
+    assert "checked in transformers GGUF loader: max |diff| 0," in result.output
+    assert "note: from slimkit's integers: 14 tensors as Q4_0" in result.output
+    _, values = _read_tensor(tmp_path / "m.gguf", "blk.1.ffn_down.weight")
+    assert torch.equal(values, bundle.model.model.layers[1].mlp.down_proj.weight)
