@@ -37,7 +37,7 @@ from slimkit.recipe import Recipe
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
 from slimkit.train.distributed import is_main_process
-from slimkit.train.recipe_training import build_trainer
+from slimkit.train.recipe_training import Trainer, build_trainer
 from slimkit.train.teachers import default_checkpoint_dir, distillation_models, run_fingerprint
 
 
@@ -95,19 +95,14 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                             checkpoint_dir=checkpoints, fingerprint=fingerprint) if recipe.train else None
     guard_steps = calibration_free_steps(recipe.steps) if calib_guard else None
     original = _copy_bundle(bundle) if guard_steps is not None else None
-    steps: list[StepReport] = []
-    for group in _training_groups(recipe.steps):
-        if group[0].needs_training:
-            assert trainer is not None  # the recipe validator demands a train section
-            console.print(f"training with {', '.join(s.method for s in group)}")
-            results = apply_with_training(bundle.model, group, trainer, loop)
-        else:
-            with status(f"applying {group[0].method}"):
-                results = [apply(bundle.model, group[0], loop if group[0].needs_calibration else None)]
-        for result in results:
-            console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
-            bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
-            steps.append(result)
+    control = _copy_bundle(bundle) if distill is not None and distill.control else None  # before any step
+    control_trainer = build_trainer(control, recipe.train.model_copy(update={"distill": None}), str(mix[0].spec),
+                                    eval_cfg.seq_len, checkpoint_dir=Path(f"{checkpoints}-control"),
+                                    fingerprint=f"{fingerprint}-control") if control and recipe.train else None
+    steps = _apply_steps(bundle, recipe, trainer, loop)
+    if control is not None:
+        console.print("the control: the same student through the same steps, trained without distillation")
+        _apply_steps(control, recipe, control_trainer, loop)
     if not is_main_process():  # under torchrun every process trains; rank 0 alone writes and measures
         return Report(str(model if isinstance(model, str) else bundle.source), steps, before, before, None,
                       ["not the main process of a multi-process run: rank 0 wrote and measured the output"])
@@ -128,13 +123,20 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
                         str(out), _notes(bundle), guard, storage=storage,
                         export=exported.to_dict() if exported else None)
+        if control is not None and teacher is not None:
+            with status("measuring the teacher and the control"):
+                report.distillation = {"teacher": evaluation.measure(teacher, saved_size(teacher))
+                                       if distill and distill.teacher else before,
+                                       "without_distillation": evaluation.measure(control, saved_size(control)),
+                                       "distilled": after}
         recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
         recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         json_file.write_text(report.to_json())
         md_file.write_text(report.to_markdown() + f"\n![before and after]({png_file.name})\n")
         plot_before_after(report, png_file)
     if recipe.train and not recipe.train.checkpoint_dir:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the output is written: nothing left to resume
+        for directory in (checkpoints, Path(f"{checkpoints}-control")):
+            shutil.rmtree(directory, ignore_errors=True)  # the output is written: nothing left to resume
     return report
 
 
@@ -150,6 +152,25 @@ def _export_beside(bundle: ModelBundle, recipe: Recipe, directory: Path) -> Expo
         console.print(f"{name} checked in {check.runtime}: max |diff| {check.max_abs_diff:.3g} "
                       f"(tolerance {check.tolerance:.3g})")
     return result
+
+
+def _apply_steps(bundle: ModelBundle, recipe: Recipe, trainer: Trainer | None,
+                 loop: ForwardLoop | None) -> list[StepReport]:
+    """Apply the recipe's steps to ``bundle`` in order (training groups through ``trainer``), recording each."""
+    steps: list[StepReport] = []
+    for group in _training_groups(recipe.steps):
+        if group[0].needs_training:
+            assert trainer is not None  # the recipe validator demands a train section
+            console.print(f"training with {', '.join(s.method for s in group)}")
+            results = apply_with_training(bundle.model, group, trainer, loop)
+        else:
+            with status(f"applying {group[0].method}"):
+                results = [apply(bundle.model, group[0], loop if group[0].needs_calibration else None)]
+        for result in results:
+            console.print(f"applied {result.method} in {result.seconds:.1f} s: {result.stats}")
+            bundle.applied.append({"method": result.method, "config": result.config, "stats": result.stats})
+            steps.append(result)
+    return steps
 
 
 def _training_groups(steps: tuple[BaseConfig, ...]) -> list[list[BaseConfig]]:

@@ -16,6 +16,10 @@ With this block every training run of the recipe (QAT, gradual pruning, centroid
 * ``attention``: pairs of layer indices whose self-attention maps are matched (KL), each with a ``weight``;
   transformers only (both models then run eager attention during training).
 
+* ``control``: also train a copy of the student through the same steps with its own loss (labels / next
+  tokens; same data, steps, seed) and report teacher, student without distillation and distilled student
+  side by side. Costs a second training run; not available for sentence-transformers (no labels).
+
 Sentence-transformer students match the teacher's sentence embeddings (cosine loss); ``alpha``,
 ``temperature`` and ``hard_targets`` apply to models with logits.
 """
@@ -55,3 +59,4 @@ class DistillSection(FrozenModel):
     hard_targets: Literal["labels", "teacher"] = "labels"
     features: tuple[FeaturePair, ...] = ()
     attention: tuple[AttentionPair, ...] = ()
+    control: bool = False

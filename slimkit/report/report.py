@@ -16,6 +16,7 @@ from slimkit.config import Targets
 from slimkit.eval.calibration_guard import GuardResult
 from slimkit.eval.evaluate import Measurement
 from slimkit.method import StepReport
+from slimkit.report.distillation import distillation_dict, distillation_lines
 
 _DEFAULT_TARGETS = Targets().model_dump(mode="json")
 #: Median latency ratios within this band are run-to-run noise on a shared CPU, not a slowdown.
@@ -55,6 +56,8 @@ class Report:
     storage: dict[str, Any] | None = None
     #: The file written in the recipe's export format and its runtime checks (:class:`ExportResult`).
     export: dict[str, Any] | None = None
+    #: Teacher, student without distillation and distilled student (``train.distill.control``).
+    distillation: dict[str, Measurement] | None = None
 
     def warnings(self) -> list[str]:
         """Honest warnings: slower than the original, quality loss, no size gain."""
@@ -83,7 +86,7 @@ class Report:
                 "before": self.before.to_dict(), "after": self.after.to_dict(),
                 "calibration_guard": self.guard.to_dict() if self.guard else None,
                 "warnings": self.warnings(), "notes": self.notes, "storage": self.storage,
-                "export": self.export}
+                "export": self.export, "distillation": distillation_dict(self.distillation)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -123,6 +126,7 @@ class Report:
                   "|---|---|---|---|"]
         lines += [f"| {q} | {b} | {a} | {r} |" for q, b, a, r in self.table_rows()]
         lines += self.storage_lines() + self.export_lines()
+        lines += distillation_lines(self.distillation)
         warnings = self.warnings()
         if warnings or self.notes:
             lines += ["", "## Warnings and notes", ""]

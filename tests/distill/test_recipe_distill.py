@@ -38,7 +38,8 @@ def test_a_small_student_learns_from_a_trained_teacher_and_reloads(tmp_path, dig
     teacher_state = copy.deepcopy(digits_teacher.model.state_dict())
     recipe = _recipe([{"method": "train.finetune"}],
                      {"data": "digits", "epochs": 12, "lr": 0.01, "seed": 1,
-                      "distill": {"student": "mlp[in_features=64,hidden=[12]]", "temperature": 4.0, "alpha": 0.9}},
+                      "distill": {"student": "mlp[in_features=64,hidden=[12]]", "temperature": 4.0, "alpha": 0.9,
+                                  "control": True}},
                      {"data": "digits", **NO_LATENCY})
     report = compress(digits_teacher, recipe, tmp_path / "out")
     assert report.before.value > 0.9  # the teacher
@@ -50,6 +51,14 @@ def test_a_small_student_learns_from_a_trained_teacher_and_reloads(tmp_path, dig
     x, y = digits("test")
     assert accuracy(reloaded.model, x.flatten(1), y) == pytest.approx(report.after.value, abs=1e-6)
     assert not (tmp_path / "out.training").exists()  # checkpoints go once the output is written
+    table = report.distillation
+    assert table["teacher"] is report.before and table["distilled"] is report.after
+    control = table["without_distillation"]
+    assert control.params == report.after.params and control.size_bytes == pytest.approx(report.after.size_bytes, abs=64)
+    assert control.value != report.after.value  # trained on labels alone: another model
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| quantity | teacher | student without distillation | distilled student |" in markdown
+    assert f"| accuracy | {report.before.value:.4f} | {control.value:.4f} | {report.after.value:.4f} |" in markdown
 
 
 def _one_shot(bundle, steps):
