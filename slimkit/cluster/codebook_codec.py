@@ -123,18 +123,24 @@ def _positions_stream(listed: np.ndarray) -> tuple[int, np.ndarray, int]:
     return p, symbols, packed_bytes(symbols.size, p)
 
 
-class CodebookCodec(Codec):
-    """Bit-packed indices (and positions) plus the codebook of every weight carrying a CodebookRecord."""
-
-    name = "codebook"
-    note_type = CodebookRecord
+class ShareNoteCodec(Codec):
+    """A codec of the weight-sharing family: its notes are the share notes of type :attr:`note_type`
+    (a CodebookRecord or a HuffmanRecord) that the cluster methods attach to modules."""
 
     def notes(self, model: nn.Module) -> dict[str, Any]:
-        return {k: v for k, v in share_notes(model).items() if isinstance(v, CodebookRecord)}
+        assert self.note_type is not None
+        return {k: v for k, v in share_notes(model).items() if isinstance(v, self.note_type)}
 
     def attach(self, model: nn.Module, name: str, note: Any) -> None:
         module_name, _, param_name = name.rpartition(".")
         set_share_note(model.get_submodule(module_name), param_name, note)
+
+
+class CodebookCodec(ShareNoteCodec):
+    """Bit-packed indices (and positions) plus the codebook of every weight carrying a CodebookRecord."""
+
+    name = "codebook"
+    note_type = CodebookRecord
 
     def encode(self, name: str, tensor: Tensor, note: Any, out: dict[str, Tensor]) -> Entry:
         book: Tensor = note.codebook

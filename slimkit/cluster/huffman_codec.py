@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slimkit.cluster import huffman
 from slimkit.cluster.codebook_codec import (
+    ShareNoteCodec,
     check_bytes,
     check_codebook,
     check_common_entry,
@@ -35,9 +36,9 @@ from slimkit.cluster.codebook_codec import (
     sparse_scatter,
     weight_with,
 )
-from slimkit.cluster.record import HuffmanRecord, codebook_indices, set_share_note, share_notes
+from slimkit.cluster.record import HuffmanRecord, codebook_indices
 from slimkit.cluster.streams import best_position_bits, gaps, position_symbols, positions_from_symbols
-from slimkit.export.registry import Codec, Entry, FormatError, register_codec, stored_tensor
+from slimkit.export.registry import Entry, FormatError, register_codec, stored_tensor
 
 BLOCK = huffman.BLOCK_SYMBOLS
 
@@ -52,18 +53,11 @@ def coded_cost(symbols: np.ndarray, alphabet: int) -> int:
     return huffman.stream_bits(symbols, lengths) + 8 * alphabet + 32 * -(-symbols.size // BLOCK)
 
 
-class HuffmanCodec(Codec):
+class HuffmanCodec(ShareNoteCodec):
     """Huffman-coded positions and indices (or raw kept values) of every weight carrying a HuffmanRecord."""
 
     name = "huffman"
     note_type = HuffmanRecord
-
-    def notes(self, model: nn.Module) -> dict[str, Any]:
-        return {k: v for k, v in share_notes(model).items() if isinstance(v, HuffmanRecord)}
-
-    def attach(self, model: nn.Module, name: str, note: Any) -> None:
-        module_name, _, param_name = name.rpartition(".")
-        set_share_note(model.get_submodule(module_name), param_name, note)
 
     def encode(self, name: str, tensor: Tensor, note: Any, out: dict[str, Tensor]) -> Entry:
         book: Tensor | None = note.codebook
