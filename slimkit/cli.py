@@ -1,4 +1,4 @@
-"""The ``slimkit`` command line: compress, train, eval, bench, export, demo, list-methods, list-formats.
+"""The ``slimkit`` command line: compress, analyze, train, eval, bench, export, demo, list-methods, list-formats.
 
 Every command turns expected failures (bad recipe or data spec, missing model package, corrupt file,
 unwritable output, full disk) into one clear paragraph on stderr and exit code 2, never a traceback.
@@ -60,14 +60,14 @@ def _compress(model: str, recipe_path: Path, out: Path, calib: list[str] | None,
                       overwrite=overwrite, calib_guard=calib_guard)
     console.print(Markdown(report.to_markdown()))
     console.print(Text.assemble(("wrote ", "bold green"), f"{out} (model, slimkit.json, report.md, report.json, "
-                                "report.png)"))
+                                "report.png, report.html)"))
 
 
 @app.command()
 def compress(
     model: Annotated[str, typer.Argument(help="packaged name (smollm2-135m, minilm-l6), model dir or .gguf")],
-    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory (written atomically)")],
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe file (or give a budget)")] = None,
     calib: Annotated[list[str] | None, typer.Option(
         help=f"calibration {DATA_HELP}; repeat it for a mix sampled in proportion, with an optional @WEIGHT "
              "per part (--calib text:mine.txt@3 --calib pydoc)")] = None,
@@ -78,12 +78,75 @@ def compress(
     calib_guard: Annotated[bool, typer.Option(help="also measure the calibration-free counterpart of calibrated "
                                                    "steps (RTN for GPTQ/AWQ, magnitude for SparseGPT/Wanda) on "
                                                    "the eval data and warn if the calibrated model is worse")] = True,
+    target_size: Annotated[str | None, typer.Option(help="budget instead of a recipe: the largest size on disk, "
+                                                         "e.g. 40MB (per-layer settings are searched)")] = None,
+    max_metric_loss: Annotated[str | None, typer.Option(help="budget instead of a recipe: the largest relative "
+                                                             "metric loss on the eval data, e.g. 1%")] = None,
+    try_: Annotated[list[str] | None, typer.Option("--try", help="with a budget: settings a layer group may take, "
+                                                   "KNOB=V1,V2 with KNOB bits, group_size, codebook or sparsity "
+                                                   "(repeatable; default bits=2,3,4,8)")] = None,
+    max_trials: Annotated[int, typer.Option(min=1, help="with a budget: compress-and-evaluate trials at most")] = 8,
+    cache_dir: Annotated[Path | None, typer.Option(help="with a budget: sensitivity cache directory (default "
+                                                        "$SLIMKIT_CACHE or ~/.cache/slimkit)")] = None,
 ) -> None:
-    """Apply a recipe to MODEL, save the result to OUT and print a before/after report.
+    """Apply a recipe to MODEL, or search per-layer settings that meet a budget; save to OUT and report.
 
-    The model name, recipe, data specs and output location are checked before the model is loaded.
+    With --target-size and/or --max-metric-loss the layer groups' sensitivity is analysed (cached), settings
+    are chosen by sensitivity per byte saved and verified on the eval data, and the chosen recipe is saved as
+    OUT/recipe.yaml. The model name, recipe, data specs and output location are checked before the model loads.
     """
+    budget = target_size is not None or max_metric_loss is not None
+    if budget == (recipe is not None):
+        console.print(Text.assemble(("error: ", "bold red"), "give either --recipe or a budget (--target-size and/or "
+                                    "--max-metric-loss), not both and not neither"), highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if recipe is None:
+        from slimkit.search.commands import run_budget_compress
+
+        _run(lambda: run_budget_compress(model, out, target_size, max_metric_loss, try_, max_trials, calib, eval_data,
+                                         calib_samples, overwrite, calib_guard, cache_dir))
+        return
+    if try_:
+        console.print(Text.assemble(("error: ", "bold red"), "--try chooses among settings for a budget search; "
+                                    "with --recipe the recipe says what to apply"), highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard))
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Argument(help="model spec or slimkit output directory")],
+    try_: Annotated[list[str], typer.Option("--try", help="settings to score, KNOB=V1,V2 with KNOB bits, group_size, "
+                                                           "codebook or sparsity (repeatable)")],
+    data: Annotated[str | None, typer.Option(help=f"{DATA_HELP}; its validation part is used (default: pydoc / "
+                                                  "fashion-mnist)")] = None,
+    proxy: Annotated[str, typer.Option(help="divergence (KL to the original's outputs, 1 - cosine for embeddings) "
+                                            "or metric (the model's own metric)")] = "divergence",
+    windows: Annotated[int, typer.Option(min=1, help="causal LMs: token windows probed")] = 4,
+    seq_len: Annotated[int, typer.Option(min=2, help="causal LMs: tokens per window")] = 256,
+    samples: Annotated[int, typer.Option(min=1, help="images or sentences probed")] = 256,
+    per_layer: Annotated[bool, typer.Option(help="one group per Linear/Conv instead of attention / FFN per "
+                                                 "transformer block")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="cache directory (default $SLIMKIT_CACHE or "
+                                                        "~/.cache/slimkit)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+) -> None:
+    """Layer sensitivity: apply each setting to one layer group at a time and score the drift from the original.
+
+    Results are cached on disk (keyed by the weights, data and probe budget), so a rerun or a budget search
+    (`slimkit compress --target-size ...`) reuses them.
+    """
+    def run() -> None:
+        from slimkit.eval.sensitivity import SensitivityConfig
+        from slimkit.search.commands import run_analyze
+
+        if proxy not in ("divergence", "metric"):
+            raise ValueError(f"--proxy {proxy!r}: choose divergence or metric")
+        config = SensitivityConfig(proxy=proxy, windows=windows, seq_len=seq_len, samples=samples,  # type: ignore[arg-type]
+                                   per_layer=per_layer)
+        run_analyze(model, data, try_, config, cache_dir, as_json)
+
+    _run(run)
 
 
 def _train(arch: str, data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int,

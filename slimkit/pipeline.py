@@ -3,7 +3,7 @@
 Everything that can be checked without loading the model (output location and free space, model
 name, data specs) is checked first (:mod:`slimkit.preflight`). The output directory is written
 atomically in the recipe's ``export.format``: it appears with the model, ``slimkit.json``,
-``recipe.yaml``, ``report.json``, ``report.md`` and ``report.png`` together, or not at all.
+``recipe.yaml``, ``report.json``, ``report.md``, ``report.png`` and ``report.html`` together, or not at all.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,6 +24,7 @@ from slimkit.data.loops import calibration_loop
 from slimkit.data.mix import MixPart, parse_mix
 from slimkit.eval.calibration_guard import calibration_free_steps, run_calibration_guard
 from slimkit.eval.evaluate import Evaluation
+from slimkit.eval.layer_groups import layer_storage
 from slimkit.export.formats import ExportResult, check_requirements, export_format, write_checked
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
 from slimkit.export.storage import storage_breakdown
@@ -34,6 +36,7 @@ from slimkit.progress import console, status
 from slimkit.quantize.packed import packed_header
 from slimkit.quantize.record import off_grid_weights, quant_records
 from slimkit.recipe import Recipe
+from slimkit.report.html import report_html
 from slimkit.report.plots import plot_before_after
 from slimkit.report.report import Report
 from slimkit.train.distributed import is_main_process
@@ -47,7 +50,7 @@ def _default_data(bundle: ModelBundle) -> str:
 
 def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib: str | Sequence[str] | None = None,
              eval_data: str | None = None, calib_samples: int = 32, overwrite: bool = False,
-             calib_guard: bool = True) -> Report:
+             calib_guard: bool = True, search: dict[str, Any] | None = None) -> Report:
     """Apply ``recipe`` to ``model`` and write the compressed model plus a before/after report.
 
     Args:
@@ -63,6 +66,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         calib_guard: when calibrated steps (GPTQ, AWQ, SparseGPT, Wanda) have a calibration-free counterpart,
             also measure that counterpart on the evaluation data and warn if the calibrated model is worse
             (:mod:`slimkit.eval.calibration_guard`); costs one extra data-free compression and evaluation.
+        search: what the budget search that chose ``recipe`` measured (:mod:`slimkit.search.run`), for the reports.
     """
     out = Path(out)
     train_data = recipe.train.data if recipe.train else None
@@ -122,22 +126,29 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
         storage = storage_breakdown(tmp, (exported.path.name,) if exported else ()).to_dict()
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
                         str(out), _notes(bundle), guard, storage=storage,
-                        export=exported.to_dict() if exported else None)
+                        export=exported.to_dict() if exported else None, search=search,
+                        layers=layer_storage(bundle.model))
         if control is not None and teacher is not None:
             with status("measuring the teacher and the control"):
                 report.distillation = {"teacher": evaluation.measure(teacher, saved_size(teacher))
                                        if distill and distill.teacher else before,
                                        "without_distillation": evaluation.measure(control, saved_size(control)),
                                        "distilled": after}
-        recipe_file, json_file, md_file, png_file = (tmp / name for name in REPORT_FILES)
-        recipe_file.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        json_file.write_text(report.to_json())
-        md_file.write_text(report.to_markdown() + f"\n![before and after]({png_file.name})\n")
-        plot_before_after(report, png_file)
+        _write_reports(report, recipe, tmp)
     if recipe.train and not recipe.train.checkpoint_dir:
         for directory in (checkpoints, Path(f"{checkpoints}-control")):
             shutil.rmtree(directory, ignore_errors=True)  # the output is written: nothing left to resume
     return report
+
+
+def _write_reports(report: Report, recipe: Recipe, directory: Path) -> None:
+    """``recipe.yaml``, ``report.json``, ``report.md``, ``report.png`` and the self-contained ``report.html``."""
+    files = {name.rpartition(".")[2]: directory / name for name in REPORT_FILES}
+    files["yaml"].write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    files["json"].write_text(report.to_json())
+    files["md"].write_text(report.to_markdown() + f"\n![before and after]({files['png'].name})\n")
+    plot_before_after(report, files["png"])
+    files["html"].write_text(report_html(report, files["png"]), encoding="utf-8")
 
 
 def _export_beside(bundle: ModelBundle, recipe: Recipe, directory: Path) -> ExportResult | None:

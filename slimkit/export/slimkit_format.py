@@ -47,7 +47,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "HEADER_FILE", "WEIGHTS_FILE", "REPORT_FI
 
 #: Files ``slimkit compress`` adds beside the model; an output holding only these and the files its
 #: header lists may be replaced with ``--overwrite``.
-REPORT_FILES = ("recipe.yaml", "report.json", "report.md", "report.png")
+REPORT_FILES = ("recipe.yaml", "report.json", "report.md", "report.png", "report.html")
 
 
 def is_slimkit_dir(path: Path) -> bool:

@@ -56,6 +56,10 @@ class Report:
     storage: dict[str, Any] | None = None
     #: The file written in the recipe's export format and its runtime checks (:class:`ExportResult`).
     export: dict[str, Any] | None = None
+    #: What the budget search measured: sensitivity, trials, the chosen point (``slimkit.search.run``).
+    search: dict[str, Any] | None = None
+    #: Per Linear/Conv weight: params, bits per weight on disk, sparsity (``slimkit.eval.layer_groups``).
+    layers: list[dict[str, Any]] | None = None
     #: Teacher, student without distillation and distilled student (``train.distill.control``).
     distillation: dict[str, Measurement] | None = None
 
@@ -86,7 +90,8 @@ class Report:
                 "before": self.before.to_dict(), "after": self.after.to_dict(),
                 "calibration_guard": self.guard.to_dict() if self.guard else None,
                 "warnings": self.warnings(), "notes": self.notes, "storage": self.storage,
-                "export": self.export, "distillation": distillation_dict(self.distillation)}
+                "export": self.export, "search": self.search, "layers": self.layers,
+                "distillation": distillation_dict(self.distillation)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -125,13 +130,30 @@ class Report:
         lines += ["", "## Before / after", "", "| quantity | before | after | after/before |",
                   "|---|---|---|---|"]
         lines += [f"| {q} | {b} | {a} | {r} |" for q, b, a, r in self.table_rows()]
-        lines += self.storage_lines() + self.export_lines()
+        lines += self.storage_lines() + self.export_lines() + self.search_lines()
         lines += distillation_lines(self.distillation)
         warnings = self.warnings()
         if warnings or self.notes:
             lines += ["", "## Warnings and notes", ""]
             lines += [f"- WARNING: {w}" for w in warnings] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def search_lines(self) -> list[str]:
+        """The budget search's trials (the kept one in bold), when a search chose the recipe."""
+        if not self.search:
+            return []
+        s = self.search
+        sens = s["sensitivity"]
+        lines = ["", "## Budget search", "", f"Budget: {s['budget']['text']}. Sensitivity of "
+                 f"{len(sens['groups'])} layer groups × {len(sens['settings'])} settings ({sens['metric']} on "
+                 f"held-out data, {sens['evaluations']} evaluations this run); search path of {len(s['path'])} "
+                 "points.", "", "| trial | point | estimated bytes | saved bytes | metric | loss | meets budget |",
+                 "|---|---|---|---|---|---|---|"]
+        for i, t in enumerate(s["trials"], 1):
+            mark = "**" if t["point"] == s["chosen_point"] else ""
+            lines.append(f"| {mark}{i}{mark} | {t['point']} | {t['estimated_bytes']:,} | {t['size_bytes']:,} | "
+                         f"{t['metric']:.4f} | {t['loss']:+.2%} | {'yes' if t['meets'] else 'no'} |")
+        return lines
 
     def export_lines(self) -> list[str]:
         """The file written in the recipe's export format and what its real reader measured."""

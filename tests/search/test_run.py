@@ -1,0 +1,79 @@
+"""Budget-driven compression end to end on a trained LeNet (digits): the saved artifact meets the size budget,
+the metric loss on the evaluation data meets the loss budget, the sensitivity comes from the cache the second
+time, and the recipe written beside the model reproduces it exactly."""
+
+import pytest
+import torch
+
+from slimkit.atomic import directory_bytes
+from slimkit.eval.evaluate import EvalConfig, Evaluation
+from slimkit.eval.settings import parse_tries
+from slimkit.export.slimkit_format import REPORT_FILES
+from slimkit.models.loading import load_model
+from slimkit.pipeline import compress
+from slimkit.recipe import load_recipe
+from slimkit.search.budget import Budget, relative_loss
+from slimkit.search.run import compress_to_budget
+from tests._trained import trained_lenet_digits
+
+SETTINGS = parse_tries(["bits=2,4,8", "sparsity=0.5,0.9", "codebook=3"])
+
+
+def model_bytes(out):
+    return sum(directory_bytes(p) for p in out.iterdir() if p.name not in REPORT_FILES)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    loss = compress_to_budget(trained_lenet_digits(), Budget(max_loss=0.02, max_trials=5), SETTINGS, root / "loss",
+                              eval_data="digits", cache_dir=root / "cache")
+    size = compress_to_budget(trained_lenet_digits(), Budget(target_bytes=30_000, max_trials=5), SETTINGS,
+                              root / "size", eval_data="digits", cache_dir=root / "cache")
+    return root, loss, size
+
+
+def test_the_metric_loss_on_the_evaluation_data_is_within_the_limit(runs):
+    root, report, _ = runs
+    original = trained_lenet_digits()
+    evaluation = Evaluation(original, EvalConfig(data="digits"))
+    before = evaluation.quality(original)
+    after = evaluation.quality(load_model(str(root / "loss")))  # the saved model, reloaded
+    assert relative_loss(before, after, higher_is_better=True) <= 0.02
+    assert after == pytest.approx(report.after.value)
+    assert model_bytes(root / "loss") == report.after.size_bytes < report.before.size_bytes / 4
+    trials = report.search["trials"]
+    assert 1 <= len(trials) <= 5 and report.search["chosen_point"] in [t["point"] for t in trials]
+
+
+def test_the_saved_artifact_fits_the_target_size(runs):
+    root, _, report = runs
+    assert model_bytes(root / "size") <= 30_000
+    assert report.after.size_bytes <= 30_000
+
+
+def test_the_second_search_reused_the_cached_sensitivity(runs):
+    _, first, second = runs
+    assert first.search["sensitivity"]["evaluations"] > 0
+    assert second.search["sensitivity"]["evaluations"] == 0
+    assert second.search["sensitivity"]["scores"] == first.search["sensitivity"]["scores"]
+
+
+def test_the_written_recipe_reproduces_the_chosen_model(runs, tmp_path):
+    root, report, _ = runs
+    recipe = load_recipe(root / "loss" / "recipe.yaml")
+    assert [s.method for s in recipe.steps] == [s.method for s in report.steps]
+    compress(trained_lenet_digits(), recipe, tmp_path / "again", eval_data="digits")
+    chosen, again = load_model(str(root / "loss")), load_model(str(tmp_path / "again"))
+    for (name, a), (_, b) in zip(chosen.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    weights = "slimkit.safetensors"
+    assert (root / "loss" / weights).read_bytes() == (tmp_path / "again" / weights).read_bytes()
+
+
+def test_the_reports_carry_the_search(runs):
+    root, report, _ = runs
+    md = (root / "loss" / "report.md").read_text()
+    assert "## Budget search" in md and "metric loss ≤ 2.00%" in md
+    html = (root / "loss" / "report.html").read_text()
+    assert "Budget search" in html and html.count("data:image/png;base64,") == 4
