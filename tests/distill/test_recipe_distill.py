@@ -54,7 +54,8 @@ def test_a_small_student_learns_from_a_trained_teacher_and_reloads(tmp_path, dig
     table = report.distillation
     assert table["teacher"] is report.before and table["distilled"] is report.after
     control = table["without_distillation"]
-    assert control.params == report.after.params and control.size_bytes == pytest.approx(report.after.size_bytes, abs=64)
+    assert control.params == report.after.params
+    assert control.size_bytes == pytest.approx(report.after.size_bytes, abs=64)
     assert control.value != report.after.value  # trained on labels alone: another model
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "| quantity | teacher | student without distillation | distilled student |" in markdown
