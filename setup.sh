@@ -34,6 +34,10 @@ case "$task" in
       (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null || \
         echo "warning: could not install dataset-fashion-mnist; its tests will be skipped" >&2
     fi
+    if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || \
+        echo "warning: could not install chromium; the report.html rendering test will be skipped" >&2
+    fi
     python -m pytest -q "$@"
     ;;
   *)
