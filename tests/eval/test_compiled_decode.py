@@ -1,0 +1,25 @@
+"""Compiled greedy decoding with a static KV cache gives the eager greedy loop's tokens."""
+
+import pytest
+import torch
+
+from slimkit.eval.compiled_decode import CompiledGreedy
+from slimkit.eval.generation import timed_greedy_run
+from tests._models import tiny_llama
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.heavy)])
+def test_static_cache_decoding_gives_the_eager_tokens_run_after_run(backend):
+    model = tiny_llama(vocab=256)
+    decoder = CompiledGreedy(model, max_len=48, backend=backend)
+    for seed in (0, 1):  # the second run reuses the cache and the compiled step
+        ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(seed))
+        expected = timed_greedy_run(model, ids, 10).tokens
+        timing = decoder.run(ids, 10)
+        assert torch.equal(timing.tokens, expected) and timing.new_tokens == 9
+
+
+def test_a_run_longer_than_the_static_cache_is_refused():
+    decoder = CompiledGreedy(tiny_llama(vocab=256), max_len=16, backend="eager")
+    with pytest.raises(ValueError, match="12 prompt \\+ 8 new tokens exceed the static cache \\(16\\)"):
+        decoder.run(torch.zeros(1, 12, dtype=torch.long), 8)
