@@ -13,6 +13,7 @@ import slimkit
 from slimkit.export import gguf_export, gguf_llama
 from slimkit.export.formats import export_model
 from slimkit.export.gguf_blocks import pack_blocks, record_block_type
+from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
 from slimkit.quantize.primitives import QuantScheme, compute_qparams, dequantize, quantize
 from slimkit.quantize.record import QuantRecord, quant_records
@@ -92,8 +93,9 @@ def _calibrate(model):
 
 
 @pytest.mark.parametrize("config", [RTNConfig(gguf="q4_0"), GPTQConfig(gguf="q4_0"), GPTQConfig(gguf="q4_1"),
-                                    RTNConfig(gguf="q8_0"), RTNConfig(gguf="q5_1")],
-                         ids=["rtn-q4_0", "gptq-q4_0", "gptq-q4_1", "rtn-q8_0", "rtn-q5_1"])
+                                    AWQConfig(gguf="q4_0"), AWQConfig(gguf="q4_1"),
+                                    RTNConfig(gguf="q8_0"), RTNConfig(gguf="q5_1", scale_search="mse")],
+                         ids=["rtn-q4_0", "gptq-q4_0", "gptq-q4_1", "awq-q4_0", "awq-q4_1", "rtn-q8_0", "rtn-mse-q5_1"])
 def test_a_model_on_a_gguf_grid_exports_with_zero_value_change(config, tmp_path):
     bundle = tiny_llama_bundle()
     slimkit.apply(bundle.model, config, forward_loop=_calibrate)
