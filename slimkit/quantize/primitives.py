@@ -21,6 +21,9 @@ Integer grids:
 Binary and ternary store α as ``scale`` and a zero ``zero_point``; :meth:`QuantScheme.codes` maps their
 levels to unsigned codes of 1 and 2 bits for packing.
 
+``QuantScheme(gguf=True)`` (4/5/8-bit symmetric, 4/5-bit affine) takes its scales by llama.cpp's block rules
+instead (:mod:`slimkit.quantize.gguf_grid`), so the weights are GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 blocks exactly.
+
 :func:`searched_qparams` shrinks the min-max scale per group by the candidate ratio with the least squared
 (or Hessian-weighted) error: RTN's ``scale_search: mse`` and AWQ's clipping.
 """
