@@ -120,6 +120,9 @@ def test_transformers_loads_the_export_with_slimkits_logits_and_tokenizer(tmp_pa
     slimkit.apply(bundle.model, RTNConfig(gguf="q4_0"))
     export_model(bundle, "gguf", tmp_path / "m.gguf", {"embedding": "f32", "check_logits": False})
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).eval()
+    theirs = dict(loaded.named_parameters())
+    for name, param in bundle.model.named_parameters():  # dequantized by transformers: slimkit's values, exactly
+        assert torch.equal(theirs[name], param), name
     ids = token_batches(vocab=bundle.model.config.vocab_size, n=2, seq_len=20)
     with torch.no_grad():
         diff = (loaded(ids).logits - bundle.model(ids).logits).abs().max()
