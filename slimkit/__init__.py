@@ -14,6 +14,7 @@ from slimkit.cluster.finetune import CentroidFinetuneConfig
 from slimkit.cluster.huffman_step import HuffmanConfig
 from slimkit.cluster.weight_sharing import KMeansClusterConfig
 from slimkit.config import BaseConfig, Targets
+from slimkit.distill.depth import DropLayersConfig
 from slimkit.export.slimkit_format import load_slimkit_dir as load_dir
 from slimkit.export.slimkit_format import save
 from slimkit.method import StepReport, registered_names
@@ -33,6 +34,7 @@ from slimkit.quantize.rtn import RTNConfig
 from slimkit.quantize.smoothquant import SmoothQuantConfig
 from slimkit.quantize.static import StaticQuantConfig
 from slimkit.recipe import Recipe, load_recipe
+from slimkit.train.finetune import FinetuneConfig
 
 load = load_model
 
@@ -43,4 +45,5 @@ __all__ = [
     "MagnitudePruneConfig", "RTNConfig", "GPTQConfig", "AWQConfig", "SparseGPTConfig", "WandaConfig",
     "GradualPruneConfig", "NMPruneConfig", "StructuredPruneConfig", "PackConfig", "QATConfig",
     "SmoothQuantConfig", "StaticQuantConfig", "KMeansClusterConfig", "CentroidFinetuneConfig", "HuffmanConfig",
+    "FinetuneConfig", "DropLayersConfig",
 ]

@@ -1,1 +1,2 @@
-"""Small training utilities: a classifier training loop and loss-computing forward loops."""
+"""Training: the recipe training loop (checkpoints, resume, validation, DDP), train.finetune, classifier and
+LM loops, the teacher/student setup of distillation."""

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from slimkit.numerics import check_finite_loss
+from slimkit.progress import console
 from slimkit.train.checkpoint import Checkpoints, RunState
 from slimkit.train.distributed import all_mean, barrier, ddp_wrap, rank_and_world
 from slimkit.train.progress import training_bar
@@ -136,6 +137,8 @@ def run_training(objective: nn.Module, n: int, batch_of: Callable[[Tensor], Any]
     loaded = checkpoints.load_last(objective, opt) if checkpoints else None
     state, rng = loaded if loaded else (RunState(), None)
     resumed_from = state.step if loaded else None
+    if loaded and checkpoints and rank == 0:
+        console.print(f"resuming from step {state.step} of {settings.steps} ({checkpoints.directory})")
     best = _Best(checkpoints, rank)
     total, start, done_here, seconds_before = settings.steps, time.perf_counter(), 0, state.seconds
     objective.train()
