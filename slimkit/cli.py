@@ -279,12 +279,15 @@ def bench(
     _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
 
 
-def _generate(model: str, prompt: str, max_new_tokens: int, runtime: str) -> None:
+def _generate(model: str, prompt: str, max_new_tokens: int, runtime: str, compiled: bool) -> None:
     def write(piece: str) -> None:
         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
 
     if runtime == "llama.cpp":
         from slimkit.eval.llama_cpp import stream_llama_cpp
+
+        if compiled:
+            raise ValueError("--compile applies to --runtime torch (llama.cpp is compiled already)")
 
         console.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
         timing = stream_llama_cpp(Path(model), prompt, max_new_tokens, write)
@@ -297,11 +300,12 @@ def _generate(model: str, prompt: str, max_new_tokens: int, runtime: str) -> Non
             raise ValueError(f"{model}: slimkit generate needs a causal language model with a tokenizer, "
                              f"not a {bundle.kind} model")
         console.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
-        timing = stream_text(bundle.model.eval(), bundle.tokenizer, prompt, max_new_tokens, write)
+        timing = stream_text(bundle.model.eval(), bundle.tokenizer, prompt, max_new_tokens, write, compiled=compiled)
     else:
         raise ValueError(f"--runtime must be 'torch' or 'llama.cpp', not {runtime!r}")
     console.print()
-    console.print(Text(f"[{runtime}] {timing.new_tokens + 1} new tokens; prefill {timing.prompt_tokens} tokens "
+    label = f"{runtime}, compiled" if compiled else runtime
+    console.print(Text(f"[{label}] {timing.new_tokens + 1} new tokens; prefill {timing.prompt_tokens} tokens "
                        f"{timing.prefill_tokens_per_s:.1f} tok/s, decode {timing.decode_tokens_per_s:.1f} tok/s"),
                   highlight=False)
 
@@ -313,9 +317,11 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 64,
     runtime: Annotated[str, typer.Option(help="torch, or llama.cpp for a .gguf file (needs llama-cpp-python)")
                        ] = "torch",
+    compiled: Annotated[bool, typer.Option("--compile", help="static KV cache + torch.compile'd decode step "
+                                           "(compiles first: minutes on a real model)")] = False,
 ) -> None:
     """Stream greedy text from MODEL (original or compressed) and report prefill/decode tok/s at the end."""
-    _run(lambda: _generate(model, prompt, max_new_tokens, runtime))
+    _run(lambda: _generate(model, prompt, max_new_tokens, runtime, compiled))
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Measured speed: ``benchmarks/llm_deploy.py`` (speed section).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -38,22 +39,30 @@ class CompiledGreedy:
         out = self.model(input_ids=token, position_ids=position, cache=self.cache, use_cache=True)
         return out.logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
 
+    def tokens(self, input_ids: Tensor) -> Iterator[Tensor]:
+        """Greedy next tokens (1, 1) after ``input_ids`` (1, P) until the static cache is full."""
+        prompt = input_ids.shape[1]
+        self.cache.reset()
+        out = self.model(input_ids=input_ids, position_ids=torch.arange(prompt)[None], cache=self.cache,
+                         use_cache=True)
+        token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
+        for position in range(prompt, self.max_len + 1):
+            yield token
+            if position == self.max_len:
+                return
+            token = self._step(token, torch.tensor([[position]])).clone()
+
     @torch.inference_mode()
     def run(self, input_ids: Tensor, new_tokens: int) -> GenerationTiming:
         """Prefill ``input_ids`` (1, P) eagerly, then decode ``new_tokens`` tokens with the compiled step."""
         prompt = input_ids.shape[1]
         if prompt + new_tokens > self.max_len:
             raise ValueError(f"{prompt} prompt + {new_tokens} new tokens exceed the static cache ({self.max_len})")
-        self.cache.reset()
+        tokens = self.tokens(input_ids)
         start = time.perf_counter()
-        out = self.model(input_ids=input_ids, position_ids=torch.arange(prompt)[None], cache=self.cache,
-                         use_cache=True)
-        token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
+        generated = [next(tokens)]
         prefill_ms = (time.perf_counter() - start) * 1000.0
-        generated = [token]
         start = time.perf_counter()
-        for i in range(new_tokens - 1):
-            token = self._step(token, torch.tensor([[prompt + i]])).clone()
-            generated.append(token)
+        generated += [next(tokens) for _ in range(new_tokens - 1)]
         decode_ms = (time.perf_counter() - start) * 1000.0
         return GenerationTiming(prompt, max(new_tokens - 1, 1), prefill_ms, decode_ms, torch.cat(generated, dim=1))

@@ -10,7 +10,7 @@ new piece of text to a callback as soon as its bytes form whole characters.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,13 +109,24 @@ def measure_generation_side_by_side(models: list[nn.Module], input_ids: Tensor, 
     return [min(timings, key=lambda r: r.prefill_ms + r.decode_ms) for timings in runs]
 
 
+def eager_greedy_tokens(model: nn.Module, input_ids: Tensor) -> Iterator[Tensor]:
+    """Greedy next tokens (1, 1) after ``input_ids`` (1, P), one forward over the growing KV cache each."""
+    out = model(input_ids=input_ids, use_cache=True)
+    while True:
+        token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
+        yield token
+        out = model(input_ids=token, cache=out["cache"], use_cache=True)
+
+
 @torch.inference_mode()
-def stream_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int, write: Callable[[str], None]
-                ) -> GenerationTiming:
+def stream_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int, write: Callable[[str], None],
+                compiled: bool = False, backend: str = "inductor") -> GenerationTiming:
     """Greedy-decode up to ``max_new_tokens`` tokens after ``prompt``, calling ``write`` with each new piece of text.
 
     Stops early at the tokenizer's end-of-sequence token. A piece is written once it decodes to whole
-    characters (a multi-byte character split over tokens waits for its last byte).
+    characters (a multi-byte character split over tokens waits for its last byte). ``compiled`` decodes
+    with a static KV cache and the step compiled by ``torch.compile`` (:mod:`slimkit.eval.compiled_decode`;
+    the first call compiles).
 
     Returns:
         The timing: prefill (prompt forward and first token), decode (every later token).
@@ -125,15 +136,21 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: i
     input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, P)
     if input_ids.shape[1] == 0:
         raise ValueError("the prompt is empty after tokenization; give some text")
+    if compiled:
+        from slimkit.eval.compiled_decode import CompiledGreedy
+
+        tokens = CompiledGreedy(model, input_ids.shape[1] + max_new_tokens, backend).tokens(input_ids)
+    else:
+        tokens = eager_greedy_tokens(model, input_ids)
     eos = getattr(tokenizer, "eos_token_id", None)
-    start = time.perf_counter()
-    out = model(input_ids=input_ids, use_cache=True)
-    token = out.logits[:, -1:].argmax(dim=-1)  # (1, 1)
-    prefill_ms = (time.perf_counter() - start) * 1000.0
     generated: list[int] = []
     written = ""
     start = time.perf_counter()
-    while True:
+    prefill_ms = 0.0
+    for token in tokens:
+        if not generated:
+            prefill_ms = (time.perf_counter() - start) * 1000.0
+            start = time.perf_counter()
         generated.append(int(token))
         if int(token) == eos:
             break
@@ -143,8 +160,6 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: i
             written = text
         if len(generated) >= max_new_tokens:
             break
-        out = model(input_ids=token, cache=out["cache"], use_cache=True)
-        token = out.logits[:, -1:].argmax(dim=-1)
     decode_ms = (time.perf_counter() - start) * 1000.0
     return GenerationTiming(input_ids.shape[1], max(len(generated) - 1, 1), prefill_ms, decode_ms,
                             torch.tensor([generated]))

@@ -30,6 +30,15 @@ def test_streamed_pieces_are_transformers_greedy_continuation():
     assert timing.prefill_ms > 0 and timing.decode_tokens_per_s > 0
 
 
+def test_compiled_streaming_writes_the_same_text():
+    bundle = tiny_llama_bundle()
+    eager: list[str] = []
+    compiled: list[str] = []
+    expected = stream_text(bundle.model, bundle.tokenizer, PROMPT, 16, eager.append)
+    timing = stream_text(bundle.model, bundle.tokenizer, PROMPT, 16, compiled.append, compiled=True, backend="eager")
+    assert torch.equal(timing.tokens, expected.tokens) and compiled == eager
+
+
 def test_generation_stops_at_the_end_of_sequence_token():
     bundle = tiny_llama_bundle()
     first = stream_text(bundle.model, bundle.tokenizer, PROMPT, 5, lambda _: None).tokens[0, 2].item()
@@ -57,5 +66,8 @@ def test_cli_generate_names_what_is_missing(tmp_path, monkeypatch):
                         else real_find_spec(name, *a))
     result = runner.invoke(app, ["generate", str(tmp_path / "m.gguf"), "--prompt", "x", "--runtime", "llama.cpp"])
     assert result.exit_code == 2 and "pip install llama-cpp-python" in result.output
+    result = runner.invoke(app, ["generate", str(tmp_path / "m.gguf"), "--prompt", "x", "--runtime", "llama.cpp",
+                                 "--compile"])
+    assert result.exit_code == 2 and "--compile applies to --runtime torch" in result.output
     result = runner.invoke(app, ["generate", "x", "--prompt", "x", "--runtime", "onnx"])
     assert result.exit_code == 2 and "--runtime must be 'torch' or 'llama.cpp'" in result.output
