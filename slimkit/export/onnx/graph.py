@@ -39,6 +39,7 @@ from slimkit.models.zoo import architecture_input_shape
 
 OPSET = 18
 WRAPPED = "model"  # attribute under which the wrappers hold the model: node paths start with "model."
+_LINEAR = "torch.nn.modules.linear.Linear"
 
 
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -202,3 +203,16 @@ def trace(spec: GraphSpec, path: Path) -> None:
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
+
+
+def node_module(node: Any) -> str | None:
+    """The path (inside the exported model) of the ``nn.Linear`` a node was traced from, from its metadata."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    path = None
+    for segment in meta.get("namespace", "").split("/"):
+        name, _, cls = segment.partition(": ")
+        if cls == _LINEAR:
+            path = name
+    if path is None or not path.startswith(f"{WRAPPED}."):
+        return None
+    return path[len(WRAPPED) + 1:]

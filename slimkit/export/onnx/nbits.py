@@ -22,11 +22,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from slimkit.export.onnx.graph import WRAPPED
+from slimkit.export.onnx.graph import node_module
 from slimkit.export.onnx.weights import IntWeight
 
 NBITS_BITS = (4, 8)  # widths ONNX Runtime's CPU kernel runs
-_LINEAR = "torch.nn.modules.linear.Linear"
 
 
 def block_size(weight: IntWeight, cols: int, where: str) -> int:
@@ -80,19 +79,6 @@ def dequantize_nbits(b: np.ndarray, scales: np.ndarray, zero_points: np.ndarray 
         zeros = (np.stack([zp & 0x0F, zp >> 4], -1).reshape(rows, -1) if bits == 4 else zp)[:, :n_blocks]
     w = (codes.astype(np.float32) - zeros[..., None]) * scales.reshape(rows, n_blocks)[..., None]
     return w.reshape(rows, -1)[:, :k]
-
-
-def node_module(node: onnx.NodeProto) -> str | None:
-    """The path (inside the exported model) of the ``nn.Linear`` a node was traced from, from its metadata."""
-    meta = {p.key: p.value for p in node.metadata_props}
-    path = None
-    for segment in meta.get("namespace", "").split("/"):
-        name, _, cls = segment.partition(": ")
-        if cls == _LINEAR:
-            path = name
-    if path is None or not path.startswith(f"{WRAPPED}."):
-        return None
-    return path[len(WRAPPED) + 1:]
 
 
 class _Graph:

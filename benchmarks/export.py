@@ -1,0 +1,315 @@
+"""Benchmark: slimkit's ONNX exports run in ONNX Runtime and OpenVINO beside PyTorch (issue 17's numbers).
+
+Run ``python benchmarks/export.py`` (estimated 60-90 minutes on 2 idle cores: two GPTQ runs of SmolLM2 take
+most of it; ``--sections minilm`` alone takes about 10). Every file is written by ``slimkit.export`` (so each
+also passed the format's own check) into a scratch directory and deleted after its row.
+
+* ``minilm`` (``minilm-l6``): ONNX fp32 / int8-dynamic / int8-static (QDQ calibrated on the pydoc calibration
+  split) in ONNX Runtime and OpenVINO vs PyTorch fp32 on the same pydoc evaluation sentences: mean cosine with
+  the PyTorch fp32 embeddings, and latency at batch 1 and batch 32 (the same token ids; tokenizing is not
+  timed), timed round-robin with the PyTorch pipeline. Targets:
+  int8 cosine >= 0.99; ONNX Runtime int8 faster than PyTorch fp32 at both batch sizes.
+* ``smollm2`` (``smollm2-135m``): ONNX with KV cache, fp32 and int4 ``MatMulNBits`` written from slimkit's own
+  GPTQ integers (g32 and g64, calibrated on ``--calib-windows`` pydoc windows). Perplexity in ONNX Runtime on
+  ``--eval-windows`` windows of the pydoc evaluation split (each window one prefill) vs slimkit's own model of
+  the same weights; greedy decode tok/s at batch 1 (``--prompt``-token prompt, ``--new-tokens`` tokens) of the
+  ONNX Runtime loop, slimkit's packed model and PyTorch fp32, round-robin. Target: perplexity within 0.5%.
+
+Writes ``benchmarks/results/export.json`` and ``.md`` after every row; each row carries its run date and
+commit. ``--resume`` keeps the rows of an earlier run and skips what they cover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import (
+    RESULTS,
+    SMOLLM2_BASELINE,
+    fmt,
+    latencies_round_robin,
+    markdown_table,
+    provenance,
+    release_memory,
+    resumed_rows,
+    run_metadata,
+    write_results,
+)
+
+import slimkit
+from slimkit.data.loops import calibration_loop
+from slimkit.data.spec import parse_data_spec
+from slimkit.data.text import documents, sentences, token_windows
+from slimkit.eval.metrics import perplexity
+from slimkit.export.formats import export_model
+from slimkit.export.onnx.graph import past_names
+from slimkit.export.onnx.runtimes import onnxruntime_session, openvino_model
+from slimkit.models.loading import load_model
+from slimkit.quantize.gptq import GPTQConfig
+from slimkit.quantize.pack_method import PackConfig
+
+RUNTIMES = {"onnxruntime": onnxruntime_session, "openvino": openvino_model}
+MINILM_PRECISIONS = ("fp32", "int8-dynamic", "int8-static")
+SEQ_LEN = 512
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["section"], row["variant"]
+
+
+# --- MiniLM ------------------------------------------------------------------------------------------------
+
+def _feed(tokenizer: Any, texts: list[str]) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, return_tensors="np", padding=True, truncation=True, max_length=128)
+    return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def _embed(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """Embeddings one sentence at a time (no padding, as the PyTorch reference encodes them)."""
+    return torch.tensor(np.concatenate([run(_feed(tokenizer, [t]))[0] for t in texts]))
+
+
+def _runtime_call(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feed: dict[str, np.ndarray]
+                  ) -> Callable[[], object]:
+    return lambda: run(feed)
+
+
+def _torch_forward(model: Any, feed: dict[str, np.ndarray]) -> Callable[[], object]:
+    """The sentence-transformers pipeline on the same token ids the runtimes get (tokenizing is not timed)."""
+    features = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+    def forward() -> object:
+        with torch.no_grad():
+            return model(dict(features))["sentence_embedding"]
+
+    return forward
+
+
+def minilm_rows(args: argparse.Namespace, done: set[tuple[str, str]], scratch: Path) -> Iterator[dict[str, Any]]:
+    bundle = load_model("minilm-l6")
+    texts = sentences(documents(parse_data_spec("pydoc"), "eval"), args.sentences)
+    with torch.no_grad():
+        reference = bundle.model.encode(texts, convert_to_tensor=True)
+    batch32 = _feed(bundle.tokenizer, texts[:32])
+    batch1 = _feed(bundle.tokenizer, texts[:1])
+    for precision in MINILM_PRECISIONS:
+        if ("minilm", precision) in done:
+            continue
+        options: dict[str, Any] = {"precision": precision, "check": list(RUNTIMES)}
+        if precision == "int8-static":  # the FFN output projections stay float (see slimkit/export/onnx/int8.py)
+            options |= {"calib": "pydoc", "keep_float": ["*[0-9].output.dense"]}
+        path = scratch / f"minilm-{precision}.onnx"
+        result = export_model(bundle, "onnx", path, options, overwrite=True)
+        row: dict[str, Any] = {"section": "minilm", "variant": precision, "bytes": result.bytes,
+                               "sentences": len(texts), **provenance()}
+        for runtime, load in RUNTIMES.items():
+            run = load(path)
+            embeddings = _embed(run, bundle.tokenizer, texts)
+            row[f"{runtime}_cosine"] = float(F.cosine_similarity(embeddings, reference).mean())
+            for batch, feed in (("b1", batch1), ("b32", batch32)):
+                ms = latencies_round_robin([_runtime_call(run, feed), _torch_forward(bundle.model, feed)],
+                                           items=1, rounds=3, repeats=5)
+                row[f"{runtime}_{batch}_ms"] = ms[0]
+                row.setdefault(f"torch_{batch}_ms", ms[1])  # PyTorch as timed beside ONNX Runtime
+        path.unlink(missing_ok=True)
+        yield row
+
+
+# --- SmolLM2 -----------------------------------------------------------------------------------------------
+
+def onnx_perplexity(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], windows: torch.Tensor,
+                    empty: dict[str, np.ndarray]) -> float:
+    """Perplexity of an ONNX causal LM over ``windows`` (n, T), each one prefill with an empty cache."""
+    nll, count = 0.0, 0
+    for window in windows:
+        logits = torch.from_numpy(run({"input_ids": window[None].numpy(), **empty})[0])[0, :-1]  # (T-1, V)
+        nll += float(F.cross_entropy(logits.float(), window[1:], reduction="sum"))
+        count += window.numel() - 1
+    return math.exp(nll / count)
+
+
+def onnx_greedy(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], prompt: np.ndarray, new_tokens: int,
+                empty: dict[str, np.ndarray]) -> tuple[float, list[int]]:
+    """Decode tok/s of a greedy loop feeding the presents back, and the tokens it chose."""
+    names = list(empty)
+    logits, *presents = run({"input_ids": prompt, **empty})
+    tokens = [int(logits[0, -1].argmax())]
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        logits, *presents = run({"input_ids": np.array([[tokens[-1]]], np.int64),
+                                 **dict(zip(names, presents, strict=True))})
+        tokens.append(int(logits[0, -1].argmax()))
+    return (new_tokens - 1) / (time.perf_counter() - start), tokens
+
+
+def torch_greedy_tok_s(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
+    from slimkit.eval.generation import timed_greedy_run
+
+    return timed_greedy_run(model, prompt, new_tokens).decode_tokens_per_s
+
+
+def _onnx_decode(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], prompt: torch.Tensor, new_tokens: int,
+                 empty: dict[str, np.ndarray]) -> Callable[[], float]:
+    return lambda: onnx_greedy(run, prompt.numpy(), new_tokens, empty)[0]
+
+
+def _torch_decode(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> Callable[[], float]:
+    return lambda: torch_greedy_tok_s(model, prompt, new_tokens)
+
+
+def _decode_side_by_side(runs: list[Callable[[], float]], rounds: int = 3) -> list[float]:
+    """Best tok/s of each decode loop, run in turn for ``rounds`` rounds after one warm-up round."""
+    best = [0.0] * len(runs)
+    for r in range(rounds + 1):
+        for i, fn in enumerate(runs):
+            tok_s = fn()
+            if r:
+                best[i] = max(best[i], tok_s)
+    return best
+
+
+def smollm2_rows(args: argparse.Namespace, done: set[tuple[str, str]], scratch: Path) -> Iterator[dict[str, Any]]:
+    bundle = load_model("smollm2-135m")
+    fp32_model = copy.deepcopy(bundle.model)
+    windows = token_windows(bundle.tokenizer, documents(parse_data_spec("pydoc"), "eval"), SEQ_LEN, args.eval_windows)
+    prompt = windows[0, : args.prompt][None]
+    layers = bundle.model.config.num_hidden_layers
+    config = bundle.model.config
+    kv, hd = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    empty = {n: np.zeros((1, kv, 0, hd), np.float32) for n in past_names(layers)}
+    for group in [None, *args.groups]:
+        variant = "fp32" if group is None else f"int4 GPTQ g{group}"
+        if ("smollm2", variant) in done:
+            continue
+        model = copy.deepcopy(fp32_model)
+        start = time.perf_counter()
+        if group is not None:
+            loop = calibration_loop(bundle, parse_data_spec("pydoc"), args.calib_windows, SEQ_LEN)
+            slimkit.apply(model, GPTQConfig(bits=4, group_size=group), forward_loop=loop)
+        quantize_s = time.perf_counter() - start
+        case = copy.copy(bundle)
+        case.model = model
+        path = scratch / "smollm2.onnx"
+        options = {"precision": "fp32" if group is None else "int4", "check": ["onnxruntime"]}
+        result = export_model(case, "onnx", path, options, overwrite=True)
+        with torch.no_grad():
+            slimkit_ppl = perplexity(model, windows)
+        run = onnxruntime_session(path)
+        ort_ppl = onnx_perplexity(run, windows, empty)
+        packed = copy.deepcopy(model)
+        if group is not None:
+            slimkit.apply(packed, PackConfig())
+        with torch.no_grad():
+            speeds = _decode_side_by_side([_onnx_decode(run, prompt, args.new_tokens, empty),
+                                           _torch_decode(packed, prompt, args.new_tokens),
+                                           _torch_decode(fp32_model, prompt, args.new_tokens)])
+        row = {"section": "smollm2", "variant": variant, "bytes": result.bytes, "quantize_s": quantize_s,
+               "calib_windows": args.calib_windows if group else 0, "eval_tokens": int(windows.numel()),
+               "slimkit_ppl": slimkit_ppl, "onnxruntime_ppl": ort_ppl,
+               "ppl_diff_pct": 100 * (ort_ppl / slimkit_ppl - 1),
+               "check_max_abs_diff": result.checks[0].max_abs_diff, "ort_decode_tok_s": speeds[0],
+               "slimkit_decode_tok_s": speeds[1], "torch_fp32_decode_tok_s": speeds[2],
+               "slimkit_compute": "float32" if group is None else "packed int4 (quant.pack)", **provenance()}
+        path.unlink(missing_ok=True)
+        del model, packed, run
+        release_memory()
+        yield row
+
+
+# --- results -----------------------------------------------------------------------------------------------
+
+def _minilm_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = [("precision", lambda r: r["variant"]), ("MB", lambda r: fmt(r["bytes"] / 1e6, ".1f")),
+            ("ORT cosine", lambda r: fmt(r["onnxruntime_cosine"], ".4f")),
+            ("OpenVINO cosine", lambda r: fmt(r["openvino_cosine"], ".4f")),
+            ("ORT b1 ms", lambda r: fmt(r["onnxruntime_b1_ms"], ".2f")),
+            ("OpenVINO b1 ms", lambda r: fmt(r["openvino_b1_ms"], ".2f")),
+            ("PyTorch b1 ms", lambda r: fmt(r["torch_b1_ms"], ".2f")),
+            ("ORT b32 ms", lambda r: fmt(r["onnxruntime_b32_ms"], ".1f")),
+            ("OpenVINO b32 ms", lambda r: fmt(r["openvino_b32_ms"], ".1f")),
+            ("PyTorch b32 ms", lambda r: fmt(r["torch_b32_ms"], ".1f")),
+            ("date", lambda r: r["date"]), ("commit", lambda r: r["commit"])]
+    return markdown_table(cols, rows)
+
+
+def _smollm2_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = [("weights", lambda r: r["variant"]), ("MB", lambda r: fmt(r["bytes"] / 1e6, ".0f")),
+            ("slimkit ppl", lambda r: fmt(r["slimkit_ppl"], ".3f")),
+            ("ORT ppl", lambda r: fmt(r["onnxruntime_ppl"], ".3f")),
+            ("diff %", lambda r: fmt(r["ppl_diff_pct"], "+.3f")),
+            ("ORT decode tok/s", lambda r: fmt(r["ort_decode_tok_s"], ".1f")),
+            ("slimkit decode tok/s", lambda r: fmt(r["slimkit_decode_tok_s"], ".1f")),
+            ("PyTorch fp32 decode tok/s", lambda r: fmt(r["torch_fp32_decode_tok_s"], ".1f")),
+            ("date", lambda r: r["date"]), ("commit", lambda r: r["commit"])]
+    return markdown_table(cols, rows)
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        if r["section"] == "minilm" and r["variant"] != "fp32":
+            cos = min(r["onnxruntime_cosine"], r["openvino_cosine"])
+            faster = r["onnxruntime_b1_ms"] < r["torch_b1_ms"] and r["onnxruntime_b32_ms"] < r["torch_b32_ms"]
+            lines.append(f"- MiniLM {r['variant']}: cosine {cos:.4f} (target >= 0.99): "
+                         f"{'met' if cos >= 0.99 else 'MISSED'}; ORT faster than PyTorch fp32 at batch 1 and 32: "
+                         f"{'met' if faster else 'MISSED'}")
+        if r["section"] == "smollm2":
+            ok = abs(r["ppl_diff_pct"]) <= 0.5
+            lines.append(f"- SmolLM2 {r['variant']}: ORT perplexity {r['ppl_diff_pct']:+.3f}% from slimkit's "
+                         f"(target within 0.5%): {'met' if ok else 'MISSED'}")
+    return lines
+
+
+def write(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    minilm = [r for r in rows if r["section"] == "minilm"]
+    smollm2 = [r for r in rows if r["section"] == "smollm2"]
+    md = ["# ONNX export: ONNX Runtime and OpenVINO beside PyTorch", "",
+          f"Settings: {meta}. Latencies are medians, each runtime timed round-robin with PyTorch.", ""]
+    if minilm:
+        md += ["## MiniLM-L6 (sentence embeddings, pydoc evaluation sentences)", "", *_minilm_table(minilm), ""]
+    if smollm2:
+        md += ["## SmolLM2-135M with KV cache (pydoc evaluation split)", "", f"Baseline: {SMOLLM2_BASELINE}.", "",
+               "slimkit ppl: slimkit's own fake-quantized float32 model (the same integers as the ONNX file); "
+               "slimkit decode: its packed int4 model (bf16 int4 kernel) for int4 rows, float32 for fp32.", "",
+               *_smollm2_table(smollm2), ""]
+    md += ["## Targets", "", *verdicts(rows), ""]
+    write_results(name, {"meta": meta, "rows": rows}, "\n".join(md))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", nargs="+", default=["minilm", "smollm2"], choices=["minilm", "smollm2"])
+    parser.add_argument("--sentences", type=int, default=256, help="pydoc evaluation sentences for MiniLM cosine")
+    parser.add_argument("--groups", type=int, nargs="+", default=[32, 64], help="GPTQ group sizes")
+    parser.add_argument("--calib-windows", type=int, default=64, help="GPTQ calibration windows of 512 tokens")
+    parser.add_argument("--eval-windows", type=int, default=32, help="perplexity windows of 512 tokens")
+    parser.add_argument("--prompt", type=int, default=128, help="prompt tokens before greedy decoding")
+    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens per decode run")
+    parser.add_argument("--resume", action="store_true", help="keep rows of an earlier run and skip them")
+    parser.add_argument("--results-name", default="export", help="name of the results files (tiny smoke runs)")
+    args = parser.parse_args()
+    rows = resumed_rows(RESULTS / f"{args.results_name}.json", args.resume)
+    done = {_key(r) for r in rows}
+    meta = run_metadata(**{k: v for k, v in vars(args).items() if k != "resume"})
+    with tempfile.TemporaryDirectory(prefix="slimkit-export-bench-") as scratch:
+        for section in args.sections:
+            make = minilm_rows if section == "minilm" else smollm2_rows
+            for row in make(args, done, Path(scratch)):
+                print(row, flush=True)
+                rows.append(row)
+                write(args.results_name, rows, meta)
+    write(args.results_name, rows, meta)
+
+
+if __name__ == "__main__":
+    main()
