@@ -28,9 +28,9 @@ from torch import nn
 
 from slimkit.config import FrozenModel
 from slimkit.export.formats import ExportFormat, ExportResult, RuntimeCheck, register_export_format
+from slimkit.export.onnx.weights import IntWeight, integer_weights, packed_paths
+from slimkit.export.registry import codec_for_note, collect_notes
 from slimkit.models.bundle import ModelBundle
-from slimkit.quantize.primitives import QuantScheme, dequantize
-from slimkit.quantize.record import QuantRecord, quant_records, record_integers
 
 LOGITS_TOLERANCE = 1e-3
 
@@ -41,50 +41,50 @@ class CompressedTensorsOptions(FrozenModel):
     check_logits: bool = True
 
 
-def _held(record: QuantRecord, shape: tuple[int, int]) -> str:
-    """Why ``pack-quantized`` cannot hold this grid, or ``""`` when it can."""
-    s = record.scheme
-    if s.kind != "int" or s.bits not in (4, 8):
-        return f"{s.kind} {s.bits}-bit has no pack-quantized form here (int4 and int8 only)"
-    if not s.symmetric:
+def _held(weight: IntWeight) -> str:
+    """Why ``pack-quantized`` cannot hold this weight's grid, or ``""`` when it can."""
+    cols = weight.codes.shape[1]
+    if weight.bits not in (4, 8):
+        return f"{weight.bits}-bit has no pack-quantized form here (int4 and int8 only)"
+    if not bool((weight.zero == 2 ** (weight.bits - 1)).all()):
         return "affine (zero points): transformers cannot unpack pack-quantized zero points (llm-compressor #1704)"
-    if s.granularity == "tensor":
-        return "per-tensor scales: written per channel by llm-compressor, not one scale"
-    if s.granularity == "group" and shape[1] % s.group_width(shape[1]):
-        return f"group {s.group_size} does not divide the {shape[1]} columns (ragged last group)"
+    if cols % weight.group_width:
+        return f"group {weight.group_width} does not divide the {cols} columns (ragged last group)"
     return ""
 
 
-def _quant_args(scheme: QuantScheme, cols: int):  # -> compressed_tensors QuantizationArgs
+def _quant_args(weight: IntWeight):  # -> compressed_tensors QuantizationArgs
     from compressed_tensors.quantization import QuantizationArgs
 
-    group = scheme.granularity == "group" and scheme.group_width(cols) < cols
-    return QuantizationArgs(num_bits=scheme.bits, type="int", symmetric=True, strategy="group" if group else "channel",
-                            group_size=scheme.group_width(cols) if group else None)
+    group = weight.group_width < weight.codes.shape[1]
+    return QuantizationArgs(num_bits=weight.bits, type="int", symmetric=True, strategy="group" if group else "channel",
+                            group_size=weight.group_width if group else None)
 
 
-def _config_groups(model: nn.Module, notes: list[str]) -> tuple[dict, dict[str, QuantRecord]]:
-    """compressed-tensors ``config_groups`` (one per distinct grid) and the records of the layers they target."""
+def _config_groups(model: nn.Module, notes: list[str]) -> tuple[dict, dict[str, IntWeight]]:
+    """compressed-tensors ``config_groups`` (one per distinct grid) and the integers of the layers they target."""
     from compressed_tensors.quantization import QuantizationScheme
 
+    integers = integer_weights(model)
     groups: dict[str, list[str]] = {}
     args_of: dict[str, object] = {}
-    held: dict[str, QuantRecord] = {}
-    for name, record in sorted(quant_records(model).items()):
+    held: dict[str, IntWeight] = {}
+    for name, note in sorted(collect_notes(model).items()):
         module_name, _, param = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        if param != "weight" or not isinstance(module, nn.Linear):
-            notes.append(f"{name}: only Linear weights are pack-quantized; written dense")
+        weight = integers.get(module_name) if param == "weight" else None
+        if weight is None or not isinstance(model.get_submodule(module_name), nn.Linear):
+            notes.append(f"{name}: stored by slimkit's {codec_for_note(note).name} codec; only integer Linear "
+                         "weights are pack-quantized; written dense")
             continue
-        why = _held(record, tuple(module.weight.shape))
+        why = _held(weight)
         if why:
             notes.append(f"{name}: {why}; written dense")
             continue
-        args = _quant_args(record.scheme, module.weight.shape[1])
+        args = _quant_args(weight)
         key = args.model_dump_json()
         args_of[key] = args
         groups.setdefault(key, []).append(module_name)
-        held[module_name] = record
+        held[module_name] = weight
     config_groups = {f"group_{i}": QuantizationScheme(targets=targets, weights=args_of[key])
                      for i, (key, targets) in enumerate(groups.items())}
     return config_groups, held
@@ -98,16 +98,17 @@ def _write_directory(bundle: ModelBundle, path: Path, notes: list[str]) -> int:
     if not hasattr(bundle.model, "save_pretrained"):
         raise ValueError(f"{bundle.source}: the compressed-tensors export writes transformers models "
                          f"(save_pretrained), not {type(bundle.model).__name__}")
+    if packed_paths(bundle.model):
+        raise ValueError(f"{bundle.source}: has packed layers (quant.pack); export the model saved before quant.pack")
     model = copy.deepcopy(bundle.model)
     config_groups, held = _config_groups(model, notes)
     if config_groups:
         apply_quantization_config(model, QuantizationConfig(config_groups=config_groups, format="pack-quantized"))
         with torch.no_grad():
-            for module_name, record in held.items():
+            for module_name, weight in held.items():  # the package re-derives the integers: round(w / scale)
                 module = model.get_submodule(module_name)
-                q = record_integers(f"{module_name}.weight", module.weight, record)  # (out, in)
-                module.weight.copy_(dequantize(q, record.scale, record.zero, record.scheme))
-                module.weight_scale.copy_(record.scale.reshape(module.weight_scale.shape))
+                module.weight.copy_(weight.dequantized())
+                module.weight_scale.copy_(weight.scale.reshape(module.weight_scale.shape))
         compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
         compressor.compress_model(model)
     model.save_pretrained(path)

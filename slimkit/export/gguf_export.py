@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from slimkit.config import FrozenModel
 from slimkit.export.formats import ExportFormat, ExportResult, RuntimeCheck, register_export_format
-from slimkit.export.gguf_blocks import GGUF_TYPES, decode, fits_blocks, float_data, pack_blocks, record_block_type
+from slimkit.export.gguf_blocks import GGUF_TYPES, block_type, decode, fits_blocks, float_data, pack_blocks
 from slimkit.export.gguf_llama import (
     copy_source_fields,
     gguf_name,
@@ -41,8 +41,9 @@ from slimkit.export.gguf_llama import (
     write_bpe_tokenizer,
     write_hyperparameters,
 )
+from slimkit.export.onnx.weights import IntWeight, integer_weights, packed_paths
+from slimkit.export.registry import codec_for_note, collect_notes
 from slimkit.models.bundle import ModelBundle
-from slimkit.quantize.record import QuantRecord, quant_records, record_integers
 
 TypeName = Literal["f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 LOGITS_TOLERANCE = 1e-3
@@ -82,20 +83,17 @@ def _file_type(plan: list[PlannedTensor]) -> int:
     return int(gguf.LlamaFileType[f"MOSTLY_{qtype.name}"])
 
 
-def _plan_tensor(name: str, weight: Tensor, record: QuantRecord | None, gguf_tensor: str, order: Tensor | None,
+def _plan_tensor(name: str, weight: Tensor, integers: IntWeight | None, gguf_tensor: str, order: Tensor | None,
                  options: GGUFOptions, notes: list[str]) -> PlannedTensor:
     """Bytes of one parameter: from slimkit's integers when a block type holds them, else converted."""
     w = weight.detach()
     if w.dim() == 1:
         return PlannedTensor(name, gguf_tensor, gguf.GGMLQuantizationType.F32, w.float().numpy().copy(), None, True)
     w = w.reshape(w.shape[0], -1)
-    if record is not None:
-        qtype, why = record_block_type(record, (w.shape[0], w.shape[1]))
+    if integers is not None:
+        qtype, why = block_type(integers)
         if qtype is not None:
-            q, scale, zero = record_integers(name, w, record), record.scale, record.zero
-            if order is not None:
-                q, scale, zero = q[order], scale[order], zero[order]
-            return PlannedTensor(name, gguf_tensor, qtype, pack_blocks(q, scale, zero, qtype), order, True)
+            return PlannedTensor(name, gguf_tensor, qtype, pack_blocks(integers, qtype, order), order, True)
         wanted = GGUF_TYPES[options.fallback]
         notes.append(f"{name}: {why}; written as {wanted.name}")
     else:
@@ -110,10 +108,13 @@ def _plan_tensor(name: str, weight: Tensor, record: QuantRecord | None, gguf_ten
 def plan_tensors(model: nn.Module, options: GGUFOptions, what: str) -> tuple[list[PlannedTensor], list[str]]:
     """Every parameter of ``model`` as a GGUF tensor, plus notes on the ones converted."""
     config = llama_config(model, what)
+    if packed_paths(model):
+        raise ValueError(f"{what}: has packed layers (quant.pack); export the model saved before quant.pack")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    records = quant_records(model)
-    notes: list[str] = []
-    plan = [_plan_tensor(name, param, records.get(name), gguf_name(name, names, what),
+    integers = {f"{path}.weight": w for path, w in integer_weights(model).items()}
+    notes = [f"{name}: stored by slimkit's {codec_for_note(note).name} codec, which no GGUF type holds; converted "
+             "from its float values" for name, note in collect_notes(model).items() if name not in integers]
+    plan = [_plan_tensor(name, param, integers.get(name), gguf_name(name, names, what),
                          rope_row_order(name, param.shape[0], config), options, notes)
             for name, param in model.named_parameters()]
     converted = Counter(t.qtype.name for t in plan if not t.exact)

@@ -2,6 +2,7 @@
 compressed-tensors integration loads with slimkit's logits; grids it cannot hold stay dense and are named."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,9 +77,12 @@ def test_grids_it_cannot_hold_stay_dense_and_are_named(tmp_path):
 def test_a_checkpoint_that_does_not_match_is_never_published(tmp_path, monkeypatch):
     bundle = tiny_llama_bundle()
     slimkit.apply(bundle.model, RTNConfig(bits=4, granularity="group", group_size=32))
-    real = compressed_tensors_export.dequantize
-    monkeypatch.setattr(compressed_tensors_export, "dequantize",  # weights off their scales: packed integers clamp
-                        lambda q, scale, zero, scheme: 3 * real(q, scale, zero, scheme))
+    real = compressed_tensors_export.integer_weights
+
+    def tripled(model):  # weights off their scales: the packed integers clamp
+        return {path: replace(w, codes=(w.codes.float() * 3).clamp(0, 15).to(torch.uint8))
+                for path, w in real(model).items()}
+    monkeypatch.setattr(compressed_tensors_export, "integer_weights", tripled)
     with pytest.raises(ValueError, match=r"ct: the compressed-tensors export does not match the PyTorch model: "
                                          r"transformers compressed-tensors max \|diff\|"):
         export_model(bundle, "compressed-tensors", tmp_path / "ct")

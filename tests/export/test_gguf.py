@@ -12,11 +12,12 @@ from pydantic import ValidationError
 import slimkit
 from slimkit.export import gguf_export, gguf_llama
 from slimkit.export.formats import export_model
-from slimkit.export.gguf_blocks import pack_blocks, record_block_type
+from slimkit.export.gguf_blocks import block_type, pack_blocks
+from slimkit.export.onnx.weights import IntWeight
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
 from slimkit.quantize.primitives import QuantScheme, compute_qparams, dequantize, quantize
-from slimkit.quantize.record import QuantRecord, quant_records
+from slimkit.quantize.record import quant_records
 from slimkit.quantize.rtn import RTNConfig
 from tests._models import tiny_llama_bundle, token_batches
 
@@ -42,11 +43,13 @@ def test_blocks_round_trip_bit_exactly_through_the_gguf_reader(grid, rows, block
     scheme = QuantScheme(bits, symmetric, "group", 32, gguf=True)
     scale, zero = compute_qparams(w, scheme)
     q = quantize(w, scale, zero, scheme)
-    qtype, why = record_block_type(QuantRecord(scheme, scale, zero), tuple(w.shape))
+    zero_codes = zero if not symmetric else torch.full_like(scale, 2.0 ** (bits - 1))
+    integers = IntWeight(scheme.codes(q).to(torch.uint8), scale, zero_codes, bits, 32)  # as the registry gives it
+    qtype, why = block_type(integers)
     assert qtype == gguf.GGMLQuantizationType[grid.upper()], why
     path = tmp_path_factory.mktemp("blocks") / "t.gguf"
     writer = gguf.GGUFWriter(path, "llama")
-    writer.add_tensor("w", pack_blocks(q, scale, zero, qtype), raw_dtype=qtype)
+    writer.add_tensor("w", pack_blocks(integers, qtype), raw_dtype=qtype)
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
     stored_type, values = _read_tensor(path, "w")
     assert stored_type == qtype and torch.equal(values, dequantize(q, scale, zero, scheme))
@@ -149,7 +152,7 @@ def test_weights_no_block_can_hold_are_written_wider_and_named(tmp_path):
     result = export_model(bundle, "gguf", tmp_path / "m.gguf", {"fallback": "q8_0", "embedding": "q4_0"})
     assert result.notes[0] == "from slimkit's integers: 8 tensors as Q4_0"
     assert "model.layers.1.mlp.down_proj.weight: its scales are not fp16 numbers (quantize with gguf: q4_0 " \
-           "to keep the block type); written as Q8_0" in result.notes
+           "to keep the block type); written as Q8_0" in result.notes, result.notes
     assert "converted from floats by the gguf package's quantizer: 1 tensors as Q4_0, 6 tensors as Q8_0" in result.notes
     assert all(c.passed for c in result.checks)
     assert _read_tensor(tmp_path / "m.gguf", "blk.0.ffn_up.weight")[0] == gguf.GGMLQuantizationType.Q8_0
