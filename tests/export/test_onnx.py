@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import numpy_helper
 
 import slimkit
@@ -219,18 +221,55 @@ def test_missing_extras_name_their_pip_command(tmp_path, monkeypatch):
         export_model(lenet_bundle(in_features=64), "onnx", tmp_path / "m.onnx", BOTH)
 
 
-def test_matmulnbits_blocks_cover_groups_exactly():
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5), cols=st.integers(1, 300), width=st.sampled_from([16, 32, 48, 64, 96, 128, 0]),
+       bits=st.sampled_from([4, 8]), symmetric=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmulnbits_tensors_stand_for_exactly_slimkits_weight(rows, cols, width, bits, symmetric, seed):
     from slimkit.export.onnx.weights import IntWeight
 
-    codes = torch.randint(0, 16, (3, 100), dtype=torch.uint8)
-    scale, zero = torch.rand(3, 3) + 0.1, torch.randint(0, 16, (3, 3)).float()
-    weight = IntWeight(codes, scale, zero, 4, 48)  # groups 48, 48, 4 (ragged): blocks of 16
-    assert nbits.block_size(weight, 100, "w") == 16
-    b, s, zp = nbits.nbits_tensors(weight, 16)
-    assert b.shape == (3, 7, 8)
-    np.testing.assert_array_equal(nbits.dequantize_nbits(b, s, zp, 4, 100), weight.dequantized().numpy())
+    g = torch.Generator().manual_seed(seed)
+    width = width or cols  # 0: per channel
+    groups = -(-cols // width)
+    codes = torch.randint(0, 2**bits, (rows, cols), generator=g).to(torch.uint8)
+    scale = torch.rand(rows, groups, generator=g) + 0.01
+    zero = torch.full((rows, groups), 2.0 ** (bits - 1)) if symmetric else \
+        torch.randint(0, 2**bits, (rows, groups), generator=g).float()
+    weight = IntWeight(codes, scale, zero, bits, width)
+    block = nbits.block_size(weight, cols, "w")
+    assert block >= 16 and block & (block - 1) == 0
+    b, s, zp = nbits.nbits_tensors(weight, block)
+    assert b.shape == (rows, -(-cols // block), block * bits // 8) and (zp is None) == symmetric
+    np.testing.assert_array_equal(nbits.dequantize_nbits(b, s, zp, bits, cols), weight.dequantized().numpy())
+
+
+def test_group_sizes_matmulnbits_cannot_hold_are_refused():
+    from slimkit.export.onnx.weights import IntWeight
+
+    codes = torch.zeros(3, 100, dtype=torch.uint8)
     with pytest.raises(ValueError, match="group size 40 is not a multiple of 16"):
-        nbits.block_size(IntWeight(codes, scale, zero, 4, 40), 100, "w")
+        nbits.block_size(IntWeight(codes, torch.ones(3, 3), torch.zeros(3, 3), 4, 40), 100, "w")
+
+
+@pytest.mark.real_model
+def test_minilm_int8_dynamic_keeps_the_embeddings(tmp_path):
+    import torch.nn.functional as F
+
+    from slimkit.data.spec import parse_data_spec
+    from slimkit.data.text import documents, sentences
+    from slimkit.models.loading import load_model
+
+    bundle = load_model("minilm-l6")
+    result = export_model(bundle, "onnx", tmp_path / "m.onnx", {"precision": "int8-dynamic"})
+    assert result.checks[0].passed
+    run = onnxruntime_session(tmp_path / "m.onnx")
+    texts = sentences(documents(parse_data_spec("pydoc"), "eval"), 16)
+    got = []
+    for text in texts:
+        enc = bundle.tokenizer([text], return_tensors="np")
+        got.append(run({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0])
+    with torch.no_grad():
+        expected = bundle.model.encode(texts, convert_to_tensor=True)
+    assert float(F.cosine_similarity(torch.tensor(np.concatenate(got)), expected).mean()) >= 0.99
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
