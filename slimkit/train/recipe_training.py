@@ -13,6 +13,7 @@ adds ``λ ·`` an L1 or group-lasso penalty (:mod:`slimkit.prune.regularizers`) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from fnmatch import fnmatchcase
@@ -162,8 +163,13 @@ def build_trainer(bundle: ModelBundle, section: TrainSection, default_data: str,
                          else section.samples, seq_len, validation=section.eval_every is not None or section.keep_best,
                          val_samples=section.val_samples)
     settings = _settings(section, bundle.kind, data.n, checkpoint_dir, fingerprint)
+    runs = 0  # a recipe may train more than once (pruning, then centroid fine-tuning): one checkpoint each
 
     def train(model: nn.Module, on_step: OnStep) -> list[float]:
+        nonlocal runs
+        runs += 1
+        directory = settings.checkpoint_dir / f"run-{runs}" if settings.checkpoint_dir else None
+        run_settings = dataclasses.replace(settings, checkpoint_dir=directory, fingerprint=f"{fingerprint}:run-{runs}")
         objective: DistillObjective | OwnLossObjective
         if section.distill is not None and teacher is not None:
             objective = DistillObjective(model, teacher.model, task, section.distill)
@@ -171,7 +177,7 @@ def build_trainer(bundle: ModelBundle, section: TrainSection, default_data: str,
         else:
             objective = OwnLossObjective(model, task)
         try:
-            return run_training(objective, data.n, data.batch_of, settings, on_step, data.val_batches(),
+            return run_training(objective, data.n, data.batch_of, run_settings, on_step, data.val_batches(),
                                 _regularizer(section.regularizer, model))
         finally:
             objective.close()

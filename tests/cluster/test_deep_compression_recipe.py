@@ -37,7 +37,7 @@ def test_lenet300_recipe_on_digits_compresses_and_reloads_identically(tmp_path):
     report = compress(bundle, recipe, tmp_path / "out")
     assert [s.method for s in report.steps] == ["prune.gradual"] * 3 + ["cluster.kmeans", "cluster.finetune",
                                                                        "cluster.huffman"]
-    assert report.after.value > 0.85  # trained from scratch by the recipe while pruned (measured ~0.93)
+    assert report.after.value > 0.8  # trained from scratch while pruned: 144 steps on 1,294 images (measured 0.85-0.86)
     weights = {name: bundle.model.get_parameter(f"{name}.weight") for name in ("1", "3", "5")}
     density = {name: float((w != 0).float().mean()) for name, w in weights.items()}
     assert density == pytest.approx({"1": 0.08, "3": 0.09, "5": 0.26}, abs=2e-3)

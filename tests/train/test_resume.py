@@ -35,7 +35,7 @@ compress(lenet_bundle(in_features=64), recipe_from_dict({recipe}, "resume.yaml")
 
 def _checkpoint_step(directory: Path) -> int:
     try:
-        return int(json.loads((directory / "last" / "meta.json").read_text())["step"])
+        return int(json.loads((directory / "run-1" / "last" / "meta.json").read_text())["step"])  # first training run
     except (OSError, ValueError, KeyError):
         return 0
 
