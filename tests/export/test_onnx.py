@@ -63,6 +63,15 @@ def test_classifier_fp32_matches_in_onnxruntime_openvino_and_tvm(tmp_path):
     np.testing.assert_allclose(onnxruntime_session(tmp_path / "m.onnx")({"input": x})[0], expected, atol=1e-5)
 
 
+def test_a_bf16_model_exports_as_float32(tmp_path):
+    bundle = lenet_bundle(in_features=64)
+    bundle.model.to(torch.bfloat16)
+    result = export_model(bundle, "onnx", tmp_path / "m.onnx")
+    assert result.checks[0].max_abs_diff < 1e-5 and bundle.model[1].weight.dtype == torch.bfloat16  # not touched
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert {i.data_type for i in graph.initializer if len(i.dims) == 2} == {onnx.TensorProto.FLOAT}
+
+
 def test_a_pruned_cnn_exports_its_smaller_shapes_and_int8_static_calibrates_on_a_data_spec(tmp_path):
     bundle = _cnn_bundle()
     slimkit.apply(bundle.model, StructuredPruneConfig(fraction=0.5))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slimkit.export.onnx.weights import integer_weights, packed_paths
+from slimkit.export.onnx.weights import packed_paths, packed_weights
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import architecture_input_shape
 
@@ -49,7 +49,7 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
 
 def float_reference(model: nn.Module) -> nn.Module:
     """A float32 copy of ``model`` whose packed layers are ``nn.Linear`` with their dequantized weights."""
-    weights = integer_weights(model)
+    weights = packed_weights(model)
     copied = copy.deepcopy(model)
     for path in packed_paths(model):
         packed = model.get_submodule(path)
@@ -59,7 +59,16 @@ def float_reference(model: nn.Module) -> nn.Module:
             if packed.bias is not None:
                 linear.bias.copy_(packed.bias.float())
         _replace(copied, path, linear)
-    return copied.float().eval()
+    return as_float32(copied).eval()
+
+
+def as_float32(model: nn.Module) -> nn.Module:
+    """``model`` with every float parameter and buffer in float32, in place (transformers refuses ``.float()``
+    on models it loaded from GGUF, which it marks as quantized though their weights are plain floats)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            tensor.data = tensor.data.float()
+    return model
 
 
 class ClassifierGraph(nn.Module):

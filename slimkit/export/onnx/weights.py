@@ -89,7 +89,8 @@ def _from_records(model: nn.Module) -> dict[str, IntWeight]:
     return found
 
 
-def _from_packed(model: nn.Module) -> dict[str, IntWeight]:
+def packed_weights(model: nn.Module) -> dict[str, IntWeight]:
+    """The integer-grid weights of ``model``'s packed layers, by module path."""
     found: dict[str, IntWeight] = {}
     for restorer in module_restorers():
         if restorer.kind != "packed" or restorer.header_spec is None:
@@ -115,4 +116,4 @@ def packed_paths(model: nn.Module) -> dict[str, dict]:
 
 def integer_weights(model: nn.Module) -> dict[str, IntWeight]:
     """Every integer-grid quantized Linear weight of ``model`` (fake-quantized or packed), by module path."""
-    return {**_from_records(model), **_from_packed(model)}
+    return {**_from_records(model), **packed_weights(model)}
