@@ -248,7 +248,8 @@ def classifier_rows(args: argparse.Namespace, done: set[tuple[str, str]], scratc
     from slimkit.train.baseline import train_architecture
     from slimkit.train.classifier import TrainConfig
 
-    bundle, _ = train_architecture("lenet-5", "fashion-mnist", TrainConfig(epochs=args.epochs))
+    config = TrainConfig(epochs=args.epochs, max_seconds=args.train_seconds)
+    bundle, _ = train_architecture("lenet-5", "fashion-mnist", config)
     x, y = image_data("fashion-mnist", None, "test")
     with torch.no_grad():
         torch_accuracy = accuracy(bundle.model, x, y)
@@ -369,6 +370,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["minilm", "classifier", "smollm2"],
                         choices=["minilm", "classifier", "smollm2"])
     parser.add_argument("--epochs", type=int, default=3, help="LeNet-5 training epochs on Fashion-MNIST")
+    parser.add_argument("--train-seconds", type=float, default=None, help="stop LeNet-5 training early (smoke runs)")
     parser.add_argument("--sentences", type=int, default=256, help="pydoc evaluation sentences for MiniLM cosine")
     parser.add_argument("--groups", type=int, nargs="+", default=[32, 64], help="GPTQ group sizes")
     parser.add_argument("--calib-windows", type=int, default=64, help="GPTQ calibration windows of 512 tokens")

@@ -166,7 +166,9 @@ def test_int4_from_a_saved_slimkit_output_through_the_cli(tmp_path, int4_llama):
     assert "checked in onnxruntime" in result.output and "14 Linear layers as MatMulNBits" in result.output
 
 
-def test_a_mismatching_export_is_an_error_and_nothing_is_written(tmp_path, int4_llama, monkeypatch):
+def test_a_mismatching_export_is_an_error_and_nothing_is_written(tmp_path, monkeypatch):
+    bundle = lenet_bundle(in_features=64)
+    slimkit.apply(bundle.model, RTNConfig(bits=4, granularity="group", group_size=16))
     real = nbits.nbits_tensors
 
     def corrupt(weight, block):
@@ -176,7 +178,7 @@ def test_a_mismatching_export_is_an_error_and_nothing_is_written(tmp_path, int4_
     monkeypatch.setattr(nbits, "nbits_tensors", corrupt)
     with pytest.raises(ValueError, match=r"q4.onnx: the onnx export does not match the PyTorch model: onnxruntime "
                                          r"max \|diff\|"):
-        export_model(ModelBundle(int4_llama, "causal-lm", "tiny"), "onnx", tmp_path / "q4.onnx", {"precision": "int4"})
+        export_model(bundle, "onnx", tmp_path / "q4.onnx", {"precision": "int4"})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -34,7 +34,7 @@ from slimkit.config import FrozenModel
 from slimkit.export.formats import ExportFormat, ExportResult, RuntimeCheck, register_export_format
 from slimkit.export.onnx.graph import GraphSpec, empty_past, float_reference, graph_spec, text_feed, trace
 from slimkit.export.onnx.runtimes import RUNNERS, RUNTIME_PACKAGES, differences, round_robin_ms
-from slimkit.export.onnx.weights import integer_weights
+from slimkit.export.onnx.weights import IntWeight, integer_weights
 from slimkit.models.bundle import ModelBundle
 
 Precision = Literal["fp32", "int8-dynamic", "int8-static", "int4"]
@@ -118,8 +118,17 @@ def _kept(keep_float: list[str]) -> str:
     return f"; Linears matching {', '.join(keep_float)} kept float" if keep_float else ""
 
 
+def int4_weights(bundle: ModelBundle) -> dict[str, IntWeight]:
+    """slimkit's 4-bit Linear weights of ``bundle``; none is an error (before anything is traced)."""
+    weights = {p: w for p, w in integer_weights(bundle.model).items() if w.bits == 4}
+    if not weights:
+        raise ValueError(f"{bundle.source}: precision int4 writes slimkit's own 4-bit integers, and this model has "
+                         "none; quantize it first (e.g. quant.gptq / quant.awq / quant.rtn with bits: 4)")
+    return weights
+
+
 def _write_precision(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Module, float_path: Path, path: Path,
-                     opts: OnnxOptions) -> list[str]:
+                     opts: OnnxOptions, weights: dict[str, IntWeight]) -> list[str]:
     """Write ``path`` from the traced float graph in the chosen precision; returns notes."""
     import onnx
 
@@ -138,10 +147,6 @@ def _write_precision(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Modul
         int8.quantize_static_int8(float_path, path, feeds, opts.keep_float)
         return [f"int8 static QDQ: activation ranges min-max on {opts.calib} ({opts.calib_samples} samples)"
                 + _kept(opts.keep_float)]
-    weights = {p: w for p, w in integer_weights(bundle.model).items() if w.bits == 4}
-    if not weights:
-        raise ValueError(f"{bundle.source}: precision int4 writes slimkit's own 4-bit integers, and this model has "
-                         "none; quantize it first (e.g. quant.gptq / quant.awq / quant.rtn with bits: 4)")
     graph = onnx.load(str(float_path))
     done = nbits.to_matmul_nbits(graph, weights, opts.accuracy_level)
     onnx.save(graph, str(path))
@@ -151,12 +156,13 @@ def _write_precision(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Modul
 
 def write_onnx(bundle: ModelBundle, path: Path, opts: OnnxOptions) -> ExportResult:
     """Trace ``bundle`` to ONNX at ``path`` in ``opts.precision`` and check it in each runtime of ``opts.check``."""
+    weights = int4_weights(bundle) if opts.precision == "int4" else {}
     model = float_reference(bundle.model)
     spec = graph_spec(bundle, model)
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=path.parent) as scratch:
         float_path = Path(scratch) / "float.onnx"
         trace(spec, float_path)
-        notes = _write_precision(bundle, spec, model, float_path, path, opts)
+        notes = _write_precision(bundle, spec, model, float_path, path, opts, weights)
     if opts.calib is not None:  # calibrated ranges are checked on held-out data of the same kind
         from slimkit.export.onnx.int8 import calibration_feeds
 
