@@ -125,6 +125,15 @@ def test_causal_lm_with_kv_cache_decodes_greedily_like_pytorch(tmp_path):
     assert _greedy_onnx(tmp_path / "lm.onnx", prompt.numpy(), 8, 2, 2, 16) == expected
 
 
+def test_a_head_pruned_llama_exports_its_smaller_kv_cache(tmp_path):
+    model = tiny_llama()
+    slimkit.apply(model, StructuredPruneConfig(structure="heads", fraction=0.5))
+    result = export_model(ModelBundle(model, "causal-lm", "pruned"), "onnx", tmp_path / "lm.onnx")
+    assert result.checks[0].passed and result.checks[0].max_abs_diff < 1e-5  # prefill and a decode step
+    past = onnx.load(str(tmp_path / "lm.onnx")).graph.input[1].type.tensor_type.shape.dim
+    assert [d.dim_value for d in past][1::2] == [1, 16]  # 1 KV head of 16 left of 2
+
+
 @pytest.fixture(scope="module")
 def int4_llama():
     model = tiny_llama()
