@@ -46,23 +46,23 @@ class OnnxOptions(FrozenModel):
     """Options of the ``onnx`` export format."""
 
     precision: Precision = "fp32"
-    check: list[Runtime] = Field(default_factory=lambda: ["onnxruntime"])
+    check: tuple[Runtime, ...] = ("onnxruntime",)
     calib: str | None = None  # data spec whose calibration split sets int8-static activation ranges
     calib_samples: int = Field(32, ge=1)
-    keep_float: list[str] = Field(default_factory=list)  # globs of Linear paths left float (int8 forms)
+    keep_float: tuple[str, ...] = ()  # globs of Linear paths left float (int8 forms)
     accuracy_level: Literal[0, 1, 2, 3, 4] = 0  # MatMulNBits' compute type for A (4: int8), int4 only
     tolerance: float | None = Field(None, gt=0)  # absolute max |diff| allowed; default relative (see module)
 
     @field_validator("check")
     @classmethod
-    def _onnxruntime_checks(cls, check: list[str]) -> list[str]:
+    def _onnxruntime_checks(cls, check: tuple[str, ...]) -> tuple[str, ...]:
         if "onnxruntime" not in check:
             raise ValueError("must include onnxruntime: every ONNX export is checked in ONNX Runtime")
         for runtime in check:
             module, pip = RUNTIME_PACKAGES[runtime]
             if importlib.util.find_spec(module) is None:
                 raise ImportError(f"the onnx export's check {runtime!r} needs {pip}: pip install '{pip}'")
-        return list(dict.fromkeys(check))
+        return tuple(dict.fromkeys(check))
 
     @model_validator(mode="after")
     def _options_fit_the_precision(self) -> OnnxOptions:
@@ -114,7 +114,7 @@ def compare(runtime: str, path: Path, spec: GraphSpec, feeds: list[dict[str, np.
                         detail=f"{len(feeds)} inputs; latency on {shapes}; PyTorch fp32 eager reference")
 
 
-def _kept(keep_float: list[str]) -> str:
+def _kept(keep_float: tuple[str, ...]) -> str:
     return f"; Linears matching {', '.join(keep_float)} kept float" if keep_float else ""
 
 

@@ -18,7 +18,7 @@ projections kept float.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from slimkit.models.bundle import ModelBundle
 QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]
 
 
-def float_nodes(src: Path, keep_float: list[str]) -> list[str]:
+def float_nodes(src: Path, keep_float: Sequence[str]) -> list[str]:
     """Names of the nodes traced from Linears whose path matches a ``keep_float`` glob; a glob that matches no
     Linear is an error (it would do nothing)."""
     import onnx
@@ -48,7 +48,7 @@ def float_nodes(src: Path, keep_float: list[str]) -> list[str]:
     return [name for name, path in linears if any(fnmatch(path, p) for p in keep_float)]
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, keep_float: list[str]) -> None:
+def quantize_dynamic_int8(src: Path, dst: Path, keep_float: Sequence[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
@@ -88,7 +88,7 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def quantize_static_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], keep_float: list[str]) -> None:
+def quantize_static_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], keep_float: Sequence[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,  # type: ignore[arg-type]
