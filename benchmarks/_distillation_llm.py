@@ -70,7 +70,7 @@ def recovery_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     base = slimkit.load_model("smollm2-135m")
     teacher = frozen_copy(base)
     windows = token_windows(base.tokenizer, documents(PYDOC, "eval"), 512, args.eval_windows)
-    val = token_windows(base.tokenizer, documents(PYDOC, "val"), 512, 16)
+    val = token_windows(base.tokenizer, documents(PYDOC, "val"), 512, args.val_windows)
     pruned = _copy(base)
     apply(pruned.model, StructuredPruneConfig(structure="ffn", importance="activation", fraction=0.3, multiple_of=8),
           calibration_loop(base, PYDOC, 32, 512))
@@ -143,7 +143,8 @@ def _encode(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
 def minilm_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     base = slimkit.load_model("minilm-l6")
     teacher = frozen_copy(base)
-    texts, val = sentences(documents(PYDOC, "eval"), 256), sentences(documents(PYDOC, "val"), 128)
+    texts = sentences(documents(PYDOC, "eval"), args.eval_sentences)
+    val = sentences(documents(PYDOC, "val"), args.eval_sentences // 2)
     reference, val_reference = _encode(base.model, texts), _encode(base.model, val)
     student = _copy(base)
     apply(student.model, DropLayersConfig(keep_every=2))

@@ -195,10 +195,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val-size", type=int, default=6000)
     p.add_argument("--train-limit", type=int, default=None, help="train on this many images only (smoke runs)")
     p.add_argument("--eval-windows", type=int, default=10**9, help="SmolLM2 pydoc eval windows (default: all)")
+    p.add_argument("--val-windows", type=int, default=16, help="SmolLM2 pydoc val windows (learning-rate choice)")
     p.add_argument("--train-windows", type=int, default=128, help="SmolLM2 training windows of 512 tokens")
     p.add_argument("--lm-lrs", type=float, nargs="+", default=[5e-5, 2e-4], help="candidates, chosen on val")
     p.add_argument("--budget", type=float, default=900, help="seconds of training for the 20-layer student")
     p.add_argument("--sentences", type=int, default=2048, help="MiniLM training sentences")
+    p.add_argument("--eval-sentences", type=int, default=256, help="MiniLM evaluation sentences (half as many val)")
     p.add_argument("--smoke", action="store_true", help="tiny settings that only check the script runs")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--resume", action="store_true", help="keep the saved rows of sections not run now")
@@ -207,7 +209,7 @@ def parse_args() -> argparse.Namespace:
         args.teacher_epochs = args.student_epochs = 1
         args.train_limit, args.val_size, args.temperatures, args.alphas = 2048, 512, [4.0], [0.9]
         args.seeds, args.eval_windows, args.train_windows, args.lm_lrs = [0, 1], 2, 4, [1e-4]
-        args.budget, args.sentences = 20, 64
+        args.budget, args.sentences, args.val_windows, args.eval_sentences = 20, 64, 2, 32
     return args
 
 
