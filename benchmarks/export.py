@@ -1,14 +1,16 @@
-"""Benchmark: slimkit's ONNX exports run in ONNX Runtime and OpenVINO beside PyTorch (issue 17's numbers).
+"""Benchmark: slimkit's ONNX exports run in ONNX Runtime, OpenVINO and TVM beside PyTorch (issue 17's numbers).
 
-Run ``python benchmarks/export.py`` (estimated 60-90 minutes on 2 idle cores: two GPTQ runs of SmolLM2 take
-most of it; ``--sections minilm`` alone takes about 10). Every file is written by ``slimkit.export`` (so each
-also passed the format's own check) into a scratch directory and deleted after its row.
+Run ``python benchmarks/export.py`` (estimated 50-60 minutes on 2 idle cores: SmolLM2's two GPTQ runs and
+three traces take most of it; ``--sections minilm`` about 5, ``classifier`` about 8; the tiny smoke runs took
+about three times as long on a machine at load 10). Every file is written by ``slimkit.export`` (so each also
+passed the format's own check) into a scratch directory and deleted after its row.
 
 * ``minilm`` (``minilm-l6``): ONNX fp32 / int8-dynamic / int8-static (QDQ calibrated on the pydoc calibration
-  split) in ONNX Runtime and OpenVINO vs PyTorch fp32 on the same pydoc evaluation sentences: mean cosine with
-  the PyTorch fp32 embeddings, and latency at batch 1 and batch 32 (the same token ids; tokenizing is not
-  timed), timed round-robin with the PyTorch pipeline. Targets:
-  int8 cosine >= 0.99; ONNX Runtime int8 faster than PyTorch fp32 at both batch sizes.
+  split, the six FFN output projections kept float: see slimkit/export/onnx/int8.py) in ONNX Runtime and
+  OpenVINO vs PyTorch fp32 on the same pydoc evaluation sentences: mean cosine with the PyTorch fp32
+  embeddings, and latency at batch 1 and batch 32 (the same token ids; tokenizing is not timed), timed
+  round-robin with the PyTorch pipeline. Targets: int8 cosine >= 0.99; ONNX Runtime int8 faster than PyTorch
+  fp32 at both batch sizes.
 * ``smollm2`` (``smollm2-135m``): ONNX with KV cache, fp32 and int4 ``MatMulNBits`` written from slimkit's own
   GPTQ integers (g32 and g64, calibrated on ``--calib-windows`` pydoc windows). Perplexity in ONNX Runtime on
   ``--eval-windows`` windows of the pydoc evaluation split (each window one prefill) vs slimkit's own model of
