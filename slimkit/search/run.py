@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: boo
     return Recipe(steps=tuple(steps), eval=eval_cfg)
 
 
-def _compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | None) -> ModelBundle:
+def compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | None) -> ModelBundle:
+    """A copy of ``bundle`` with ``recipe``'s steps applied (the original is left as it is)."""
     trial = copy.copy(bundle)
     trial.model = copy.deepcopy(bundle.model)
     trial.applied = list(bundle.applied)
@@ -83,25 +84,33 @@ def _compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | No
     return trial
 
 
-def _trial_runner(bundle: ModelBundle, path: list[PathPoint], recipes: dict[int, Recipe], evaluation: Evaluation,
-                  before: float, loop: ForwardLoop | None) -> Any:
+def trial_runner(bundle: ModelBundle, path: list[PathPoint], recipes: dict[int, Recipe], evaluation: Evaluation,
+                 before: float, loop: ForwardLoop | None,
+                 on_trial: Callable[[Trial, ModelBundle], None] | None = None) -> Callable[[int], Trial]:
+    """``try_point(i)``: compress a copy with point ``i``'s recipe, save it (true bytes), score it on ``evaluation``;
+    ``on_trial(trial, compressed copy)`` may keep the copy (a benchmark that would otherwise compress it again)."""
+
     def try_point(index: int) -> Trial:
         start = time.perf_counter()
         with status(f"trial: compressing, saving and evaluating search point {index} of {len(path) - 1}"):
-            trial_bundle = _compressed_copy(bundle, recipes[index], loop)
+            trial_bundle = compressed_copy(bundle, recipes[index], loop)
             size = saved_size(trial_bundle)
             value = evaluation.quality(trial_bundle)
         loss = relative_loss(before, value, evaluation.metric_name != "perplexity")
         trial = Trial(index, path[index].bytes, size, value, loss, time.perf_counter() - start)
         console.print(f"trial {index}: estimated {path[index].bytes:,} B, saved {size:,} B, "
                       f"{evaluation.metric_name} {value:.4f} (loss {loss:+.2%}), {trial.seconds:.1f} s")
+        if on_trial is not None:
+            on_trial(trial, trial_bundle)
         return trial
 
     return try_point
 
 
-def _lazy_recipes(path: list[PathPoint], groups: list[LayerGroup], calibrated: bool,
-                  eval_cfg: EvalConfig) -> dict[int, Recipe]:
+def lazy_recipes(path: list[PathPoint], groups: list[LayerGroup], calibrated: bool,
+                 eval_cfg: EvalConfig) -> dict[int, Recipe]:
+    """Point index -> its recipe, built when first asked for (a path has hundreds of points, trials use few)."""
+
     class Recipes(dict):  # type: ignore[type-arg]
         def __missing__(self, index: int) -> Recipe:
             self[index] = recipe_for(path[index].choice, groups, calibrated, eval_cfg)
@@ -156,8 +165,8 @@ def compress_to_budget(model: str | ModelBundle, budget: Budget, settings: list[
     fixed = base_bytes - sum(table.bytes[g.name][UNTOUCHED] for g in table.groups)
     path = search_path(path_options(table, settings), fixed)
     loop = calibration_loop(bundle, parse_mix(list(calib)), calib_samples, eval_cfg.seq_len) if calib else None
-    recipes = _lazy_recipes(path, table.groups, bool(calib), eval_cfg)
-    kept, trials = choose_point(path, budget, _trial_runner(bundle, path, recipes, evaluation, before, loop))
+    recipes = lazy_recipes(path, table.groups, bool(calib), eval_cfg)
+    kept, trials = choose_point(path, budget, trial_runner(bundle, path, recipes, evaluation, before, loop))
     console.print(f"chose search point {kept.point}: {kept.size_bytes:,} bytes, loss {kept.loss:+.2%} "
                   f"({len(trials)} trials)")
     search = _search_section(budget, table, path, trials, kept, before, base_bytes)
