@@ -56,7 +56,7 @@ def sensitivity_heatmap(search: dict[str, Any] | None) -> bytes | None:
 def _frontier(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
     """The points no other point beats in both size (smaller) and metric, sorted by size."""
     best = -math.inf
-    front = []
+    front: list[tuple[float, float]] = []
     for size, metric in sorted(points, key=lambda p: (p[0], -p[1] if higher_is_better else p[1])):
         score = metric if higher_is_better else -metric
         if not front or score > best:

@@ -103,7 +103,8 @@ class _Trials:
     """The trials run so far, at most ``budget.max_trials`` of them, each run once per point."""
 
     def __init__(self, budget: Budget, try_point: Callable[[int], Trial]) -> None:
-        self.budget, self.try_point, self.done = budget, try_point, {}  # type: dict[int, Trial]
+        self.budget, self.try_point = budget, try_point
+        self.done: dict[int, Trial] = {}
 
     def run(self, index: int) -> Trial | None:
         if index not in self.done and len(self.done) < self.budget.max_trials:
