@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -91,7 +91,8 @@ def check_feeds(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Module) ->
     if bundle.kind != "causal-lm":
         texts = ["A short sentence.", "Exported models are checked by the runtime that reads them, not by us."]
         return [text_feed(bundle, model, texts, 3, 11, seed=1), spec.example]
-    ids = np.random.default_rng(1).integers(0, int(model.config.vocab_size), (1, 8), dtype=np.int64)
+    config: Any = model.config
+    ids = np.random.default_rng(1).integers(0, int(config.vocab_size), (1, 8), dtype=np.int64)
     prefill = {"input_ids": ids, **empty_past(model, 1)}
     outputs = _reference(spec, prefill)
     following = outputs[0][:, -1:].argmax(-1).astype(np.int64)  # (1, 1): the greedy next token

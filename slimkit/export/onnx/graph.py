@@ -52,7 +52,7 @@ def float_reference(model: nn.Module) -> nn.Module:
     weights = packed_weights(model)
     copied = copy.deepcopy(model)
     for path in packed_paths(model):
-        packed = model.get_submodule(path)
+        packed: Any = model.get_submodule(path)  # a packed layer (quantize family): read by duck typing
         linear = nn.Linear(packed.in_features, packed.out_features, bias=packed.bias is not None)
         with torch.no_grad():
             linear.weight.copy_(weights[path].dequantized() if path in weights else packed.dequantized_weight())
@@ -97,7 +97,8 @@ class CausalLMGraph(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.layers = model.config.num_hidden_layers
+        config: Any = model.config
+        self.layers = int(config.num_hidden_layers)
         # transformers renamed past_key_values to cache (the old name warns until it is removed)
         parameters = inspect.signature(model.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
@@ -131,10 +132,10 @@ class GraphSpec:
 
 def kv_shape(model: nn.Module) -> tuple[int, int, int]:
     """(layers, kv_heads, head_dim) of a transformers causal LM."""
-    c = model.config
-    heads = c.num_attention_heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    return c.num_hidden_layers, getattr(c, "num_key_value_heads", None) or heads, head_dim
+    c: Any = model.config
+    heads = int(c.num_attention_heads)
+    head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // heads)
+    return int(c.num_hidden_layers), int(getattr(c, "num_key_value_heads", None) or heads), head_dim
 
 
 def past_names(layers: int) -> list[str]:
@@ -147,7 +148,8 @@ def empty_past(model: nn.Module, batch: int, length: int = 0) -> dict[str, np.nd
 
 
 def _vocab(bundle: ModelBundle, model: nn.Module) -> int:
-    config = getattr(model, "config", None) or getattr(getattr(model[0], "auto_model", None), "config", None)
+    first: Any = next(iter(model.children()), None)
+    config = getattr(model, "config", None) or getattr(getattr(first, "auto_model", None), "config", None)
     return int(config.vocab_size) if config is not None else len(bundle.tokenizer)
 
 

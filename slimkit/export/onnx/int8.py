@@ -64,8 +64,8 @@ def calibration_feeds(bundle: ModelBundle, spec: GraphSpec, model: torch.nn.Modu
     if bundle.kind == "torch":
         if data.is_text:
             raise ValueError(f"int8-static calibration of a classifier needs images, not {data}")
-        x, _ = image_data(data.kind, data.arg, "test" if held_out else "train")
-        x = x[:samples].numpy().astype(np.float32)
+        images, _ = image_data(data.kind, data.arg, "test" if held_out else "train")
+        x = images[:samples].numpy().astype(np.float32)
         return [{"input": x[i: i + batch]} for i in range(0, len(x), batch)]
     if bundle.kind not in ("encoder", "sentence-transformer"):
         raise ValueError(f"int8-static supports classifiers and encoders, not {bundle.kind} models; "

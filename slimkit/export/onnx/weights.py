@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ def _from_records(model: nn.Module) -> dict[str, IntWeight]:
             continue  # codebooks, binary/ternary grids and conv kernels stay float in ONNX
         module_name = name.rpartition(".")[0]
         found[module_name] = _int_weight(name, stored[f"{name}.qdata"], stored[f"{name}.scale"],
-                                         stored.get(f"{name}.zero"), entry, tuple(tensor.shape))
+                                         stored.get(f"{name}.zero"), entry, (tensor.shape[0], tensor.shape[1]))
     return found
 
 
@@ -99,7 +100,7 @@ def packed_weights(model: nn.Module) -> dict[str, IntWeight]:
         for path, spec in section["modules"].items():
             if spec.get("kind", "int") != "int":
                 continue
-            m = model.get_submodule(path)
+            m: Any = model.get_submodule(path)  # a packed layer (quantize family): read by duck typing
             shape = (int(spec["out_features"]), int(spec["in_features"]))
             found[path] = _int_weight(path, m.qdata, m.scale, getattr(m, "zero", None), spec, shape)
     return found
