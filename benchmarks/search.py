@@ -269,7 +269,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--calib-windows", type=int, default=32, help="GPTQ calibration windows of 512 tokens")
     p.add_argument("--probe-windows", type=int, default=4, help="sensitivity probe windows (SmolLM2)")
     p.add_argument("--probe-seq-len", type=int, default=256)
-    p.add_argument("--smollm2-tries", nargs="+", default=["bits=3,4,5,6,8", "group_size=64,128"])
+    p.add_argument("--smollm2-tries", nargs="+", default=["bits=3,4,5,6,8", "group_size=64,128,channel"])
     p.add_argument("--proxy-pairs", type=int, default=16, help="(group, setting) pairs of the proxy check; 0 skips")
     p.add_argument("--proxy-windows", type=int, default=8, help="eval windows scoring each proxy pair")
     p.add_argument("--lenet-epochs", type=int, default=10)
