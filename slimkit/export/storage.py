@@ -16,9 +16,7 @@ from typing import Any
 from slimkit.atomic import directory_bytes
 from slimkit.export.header import read_header, read_tensors
 from slimkit.export.registry import ALIAS, codec_named
-
-#: Files written beside the model by ``slimkit compress``: not part of the model's size.
-_REPORTS = ("recipe.yaml", "report.json", "report.md", "report.png")
+from slimkit.export.slimkit_format import REPORT_FILES  # written beside the model: not part of its size
 
 
 @dataclass
@@ -63,6 +61,6 @@ def storage_breakdown(path: Path, exclude: tuple[str, ...] = ()) -> StorageBreak
         parts = codec_named(entry["codec"], name).breakdown(name, entry, tensors)
         shape = entry.get("shape") or (list(tensors[name].shape) if name in tensors else None)
         result.tensors[name] = TensorBytes(entry["codec"], shape, parts)
-    files = sum(directory_bytes(p) for p in path.iterdir() if p.name not in _REPORTS and p.name not in exclude)
+    files = sum(directory_bytes(p) for p in path.iterdir() if p.name not in REPORT_FILES and p.name not in exclude)
     result.overhead = files - sum(t.total for t in result.tensors.values())
     return result
