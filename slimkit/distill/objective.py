@@ -118,8 +118,8 @@ class DistillObjective(nn.Module):
             feat_mask = mask if mask is not None and s_feat.dim() == mask.dim() + 1 else None
             loss = loss + pair.weight * feature_mse(s_feat, t_feat, self.projections[str(i)]
                                                     if str(i) in self.projections else None, feat_mask)
-        for pair in self.section.attention:
-            loss = loss + pair.weight * self._attention_loss(s, t, pair.student, pair.teacher, mask)
+        for attn in self.section.attention:
+            loss = loss + attn.weight * self._attention_loss(s, t, attn.student, attn.teacher, mask)
         self._taps.clear()
         return loss
 
