@@ -324,40 +324,6 @@ def generate(
     _run(lambda: _generate(model, prompt, max_new_tokens, runtime, compiled))
 
 
-def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; each value is read as a YAML scalar (``bits=4`` is an int, ``check=[ort,tvm]`` a list)."""
-    import yaml
-
-    options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--option {pair!r}: expected KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return options
-
-
-def _export(model: str, fmt: str, out: Path, options: list[str] | None, overwrite: bool) -> None:
-    from slimkit.export.formats import check_requirements, export_format, export_model, parse_options
-    from slimkit.models.loading import load_model
-
-    chosen = export_format(fmt)  # unknown formats, bad options and missing extras before the model loads
-    opts = parse_options(chosen, _parse_options(options))
-    check_requirements(chosen)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
-    result = export_model(load_model(model), fmt, out, opts, overwrite=overwrite)
-    for check in result.checks:
-        latency = (f", {check.latency_ms:.2f} ms vs PyTorch {check.torch_latency_ms:.2f} ms"
-                   if check.latency_ms is not None and check.torch_latency_ms is not None else "")
-        console.print(Text(f"checked in {check.runtime}: max |diff| {check.max_abs_diff:.3g}, mean "
-                           f"{check.mean_abs_diff:.3g} (tolerance {check.tolerance:.3g}){latency}"), highlight=False)
-    for note in result.notes:
-        console.print(Text(f"note: {note}"), highlight=False)
-    console.print(Text.assemble(("wrote ", "bold green"), f"{out} ({result.bytes:,} bytes, {fmt})"),
-                  highlight=False, soft_wrap=True)
-
-
 @app.command("export")
 def export_command(
     model: Annotated[str, typer.Argument(help="slimkit output directory or any model spec")],
@@ -370,34 +336,28 @@ def export_command(
 
     A file that does not match the PyTorch model within the format's tolerance is an error (nothing is written).
     """
-    _run(lambda: _export(model, fmt, out, option, overwrite))
+    from slimkit.cli_export import run_export
+
+    _run(lambda: run_export(model, fmt, out, option, overwrite))
 
 
 @app.command("list-formats")
 def list_formats() -> None:
     """List the export formats, their options and the packages they need."""
-    from slimkit.export.formats import export_formats
+    from slimkit.cli_export import print_formats
 
-    for name, f in sorted(export_formats().items()):
-        fields = ", ".join(_field_summary(k, v) for k, v in f.options.model_fields.items())
-        needs = ", ".join(pip for _, pip in f.requires) or "nothing extra"
-        console.print(Text.assemble((name, "bold"), f"  ({f.suffix}; needs {needs}) {fields}"), highlight=False)
-        if f.description:
-            console.print(Text(f"    {f.description}"), highlight=False)
-
-
-def _field_summary(name: str, field: Any) -> str:
-    return f"{name} (required)" if field.is_required() else f"{name}={field.default!r}"
+    print_formats()
 
 
 @app.command("list-methods")
 def list_methods() -> None:
     """List the registered compression methods and their config fields."""
     import slimkit  # noqa: F401 - registers the methods
+    from slimkit.cli_export import field_summary
     from slimkit.method import method_name, registered_configs
 
     for cls in registered_configs():
-        fields = ", ".join(_field_summary(k, v) for k, v in cls.model_fields.items()
+        fields = ", ".join(field_summary(k, v) for k, v in cls.model_fields.items()
                            if k not in ("method", "version", "targets"))
         console.print(Text.assemble((method_name(cls), "bold"), f"  ({cls.__name__}) {fields}"), highlight=False)
         doc = (cls.__doc__ or "").strip().splitlines()

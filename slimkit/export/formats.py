@@ -172,6 +172,19 @@ def atomic_file(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def check_export(name: str, out: Path, options: dict[str, Any] | FrozenModel | None, *, overwrite: bool
+                 ) -> FrozenModel:
+    """Everything about an export that can be wrong before a model is loaded: the format, its options, its
+    packages and the output location. Returns the validated options."""
+    fmt = export_format(name)
+    opts = parse_options(fmt, options)
+    check_requirements(fmt)
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    return opts
+
+
 def write_checked(bundle: ModelBundle, name: str, path: Path, options: dict[str, Any] | FrozenModel | None = None
                   ) -> ExportResult:
     """Write ``bundle`` to ``path`` in format ``name`` (no atomicity: ``path`` is inside a temporary output).
@@ -203,13 +216,11 @@ def export_model(bundle: ModelBundle, name: str, out: Path, options: dict[str, A
         ValueError: unknown format, bad options, or a file whose check against PyTorch failed.
         ImportError: a package the format needs is missing (the message names the pip command).
     """
-    fmt = export_format(name)
-    check_requirements(fmt)
-    parse_options(fmt, options)  # before anything is written
-    publish = atomic_directory if fmt.directory else atomic_file
+    opts = check_export(name, out, options, overwrite=overwrite)  # before anything is written
+    publish = atomic_directory if export_format(name).directory else atomic_file
     with publish(Path(out), overwrite=overwrite) as tmp:
         try:
-            result = write_checked(bundle, name, tmp, options)
+            result = write_checked(bundle, name, tmp, opts)
         except ValueError as err:
             raise ValueError(f"{out}: {err}") from None
     result.path = Path(out)
