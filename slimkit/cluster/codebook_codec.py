@@ -43,8 +43,8 @@ from slimkit.cluster.streams import (
     unpack_fixed,
 )
 from slimkit.export.registry import Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
+from slimkit.quantize.int_codec import FLOAT_DTYPES
 
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 LAYOUTS = ("dense", "sparse")
 
 

@@ -47,7 +47,7 @@ def gguf_grid_name(bits: int, symmetric: bool) -> str | None:
 
 def apply_gguf_grid(data: Any) -> Any:
     """Config pre-validator: ``gguf: q4_0`` fills bits/symmetric/granularity/group_size, a clash is an error."""
-    if not isinstance(data, dict) or data.get("gguf") not in GGUF_GRIDS:
+    if not isinstance(data, dict) or not isinstance(data.get("gguf"), str) or data["gguf"] not in GGUF_GRIDS:
         return data  # no gguf grid, or an unknown name that the field's Literal reports
     bits, symmetric = GGUF_GRIDS[data["gguf"]]
     fixed = {"bits": bits, "symmetric": symmetric, "granularity": "group", "group_size": GGUF_BLOCK}
