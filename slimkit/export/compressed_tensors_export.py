@@ -28,7 +28,7 @@ from torch import nn
 
 from slimkit.config import FrozenModel
 from slimkit.export.formats import ExportFormat, ExportResult, RuntimeCheck, register_export_format
-from slimkit.export.onnx.weights import IntWeight, integer_weights, packed_paths
+from slimkit.export.int_weights import IntWeight, integer_weights, packed_paths
 from slimkit.export.registry import codec_for_note, collect_notes
 from slimkit.models.bundle import ModelBundle
 

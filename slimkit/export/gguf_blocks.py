@@ -1,6 +1,6 @@
 """GGUF tensor data from slimkit's own integers: which block type a quantized weight fits, and its bytes.
 
-A weight that slimkit quantized reaches the format as an :class:`~slimkit.export.onnx.weights.IntWeight`
+A weight that slimkit quantized reaches the format as an :class:`~slimkit.export.int_weights.IntWeight`
 (codes, scales and zero points exactly as the slimkit format stores them, read through the codec registry, so
 the format knows no method family). When its grid is one of llama.cpp's legacy block grids (``gguf: q4_0`` and
 friends in the quantize family: 32 weights of a row per group, fp16 scales, the zero point at the grid's middle
@@ -20,7 +20,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 from torch import Tensor
 
-from slimkit.export.onnx.weights import IntWeight
+from slimkit.export.int_weights import IntWeight
 
 Q = GGMLQuantizationType
 #: GGUF type of each type name users write (``--option unquantized=q4_0``).

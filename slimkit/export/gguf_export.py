@@ -41,7 +41,7 @@ from slimkit.export.gguf_llama import (
     write_bpe_tokenizer,
     write_hyperparameters,
 )
-from slimkit.export.onnx.weights import IntWeight, integer_weights, packed_paths
+from slimkit.export.int_weights import IntWeight, integer_weights, packed_paths
 from slimkit.export.registry import codec_for_note, collect_notes
 from slimkit.models.bundle import ModelBundle
 

@@ -13,7 +13,7 @@ import slimkit
 from slimkit.export import gguf_export, gguf_llama
 from slimkit.export.formats import export_model
 from slimkit.export.gguf_blocks import block_type, pack_blocks
-from slimkit.export.onnx.weights import IntWeight
+from slimkit.export.int_weights import IntWeight
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
 from slimkit.quantize.primitives import QuantScheme, compute_qparams, dequantize, quantize

@@ -245,7 +245,7 @@ def test_missing_extras_name_their_pip_command(tmp_path, monkeypatch):
 @given(rows=st.integers(1, 5), cols=st.integers(1, 300), width=st.sampled_from([16, 32, 48, 64, 96, 128, 0]),
        bits=st.sampled_from([4, 8]), symmetric=st.booleans(), seed=st.integers(0, 2**16))
 def test_matmulnbits_tensors_stand_for_exactly_slimkits_weight(rows, cols, width, bits, symmetric, seed):
-    from slimkit.export.onnx.weights import IntWeight
+    from slimkit.export.int_weights import IntWeight
 
     g = torch.Generator().manual_seed(seed)
     width = width or cols  # 0: per channel
@@ -263,7 +263,7 @@ def test_matmulnbits_tensors_stand_for_exactly_slimkits_weight(rows, cols, width
 
 
 def test_group_sizes_matmulnbits_cannot_hold_are_refused():
-    from slimkit.export.onnx.weights import IntWeight
+    from slimkit.export.int_weights import IntWeight
 
     codes = torch.zeros(3, 100, dtype=torch.uint8)
     with pytest.raises(ValueError, match="group size 40 is not a multiple of 16"):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slimkit.export.onnx.weights import packed_paths, packed_weights
+from slimkit.export.int_weights import packed_paths, packed_weights
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import architecture_input_shape
 

@@ -23,7 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from slimkit.export.onnx.graph import node_module
-from slimkit.export.onnx.weights import IntWeight
+from slimkit.export.int_weights import IntWeight
 
 NBITS_BITS = (4, 8)  # widths ONNX Runtime's CPU kernel runs
 
