@@ -94,7 +94,8 @@ class DropLayersMethod(Method[DropLayersConfig]):
             if attention is not None and hasattr(attention, "layer_idx"):
                 attention.layer_idx = index  # the KV cache is indexed by position in the new stack
             if hasattr(layer, "layer_idx"):
-                layer.layer_idx = index
+                layer_any: Any = layer  # nn.Module types attribute writes as Tensor | Module
+                layer_any.layer_idx = index
         _replace_stack(model, layers, new)
         _update_configs(model, kept, n)
         return {"layers_before": n, "layers_after": len(kept), "kept": kept,

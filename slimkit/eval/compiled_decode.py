@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +33,8 @@ class CompiledGreedy:
         from transformers import StaticCache
 
         self.model, self.max_len = model.eval(), max_len
-        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        config: Any = model.config
+        self.cache = StaticCache(config=config, max_cache_len=max_len)
         self._step = torch.compile(self._decode_step, backend=backend, dynamic=False)
 
     def _decode_step(self, token: Tensor, position: Tensor) -> Tensor:

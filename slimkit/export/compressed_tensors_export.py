@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,7 +101,7 @@ def _write_directory(bundle: ModelBundle, path: Path, notes: list[str]) -> int:
                          f"(save_pretrained), not {type(bundle.model).__name__}")
     if packed_paths(bundle.model):
         raise ValueError(f"{bundle.source}: has packed layers (quant.pack); export the model saved before quant.pack")
-    model = copy.deepcopy(bundle.model)
+    model: Any = copy.deepcopy(bundle.model)  # a transformers model (checked above)
     config_groups, held = _config_groups(model, notes)
     if config_groups:
         apply_quantization_config(model, QuantizationConfig(config_groups=config_groups, format="pack-quantized"))
@@ -126,7 +127,8 @@ def logits_check(bundle: ModelBundle, path: Path) -> RuntimeCheck:
     start = time.perf_counter()
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
     load_s = time.perf_counter() - start
-    ids = torch.randint(0, bundle.model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    config: Any = bundle.model.config
+    ids = torch.randint(0, config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (loaded(ids).logits.float() - bundle.model(ids).logits.float()).abs()
     return RuntimeCheck("transformers compressed-tensors", float(diff.max()), float(diff.mean()), LOGITS_TOLERANCE,

@@ -78,7 +78,8 @@ def pack_blocks(weight: IntWeight, qtype: GGMLQuantizationType, order: Tensor | 
         if qtype in (Q.Q5_0, Q.Q5_1):  # qh: bit j of a little-endian uint32 is the fifth bit of weight j
             parts.append(np.packbits(c >> 4, axis=-1, bitorder="little"))
         half = GGUF_BLOCK // 2
-        parts.append((c[:, :half] & 0x0F) | ((c[:, half:] & 0x0F) << 4))  # weights j and j + 16 share a byte
+        pair = (c[:, :half] & 0x0F) | ((c[:, half:] & 0x0F) << 4)  # weights j and j + 16 share a byte
+        parts.append(pair.astype(np.uint8))
     blocks = np.concatenate(parts, axis=1)  # (blocks, type_size)
     assert blocks.shape[1] == GGML_QUANT_SIZES[qtype][1]
     return blocks.reshape(rows, -1)

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gguf
 import numpy as np
@@ -200,7 +200,8 @@ def logits_check(bundle: ModelBundle, path: Path, values: dict[str, Tensor]) -> 
     with torch.no_grad():
         for name, param in reference.named_parameters():
             param.copy_(values[name].reshape(param.shape))
-        vocab = min(loaded.config.vocab_size, bundle.model.config.vocab_size)
+        config: Any = bundle.model.config
+        vocab = min(loaded.config.vocab_size, config.vocab_size)
         ids = torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(0))
         diff = (loaded(ids).logits.float() - reference(ids).logits.float()).abs()
     return RuntimeCheck("transformers GGUF loader", float(diff.max()), float(diff.mean()), LOGITS_TOLERANCE,

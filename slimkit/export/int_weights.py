@@ -1,8 +1,8 @@
 """slimkit's own quantized integers and scales of a model, read through the format registry.
 
 Every runtime exporter (ONNX ``MatMulNBits``, GGUF blocks, compressed-tensors) must not re-quantize: the
-file has to hold exactly the integers that GPTQ / AWQ / RTN chose. They come from the two places slimkit keeps them, both reached through
-:mod:`slimkit.export.registry` so that the format knows no method family:
+file has to hold exactly the integers that GPTQ / AWQ / RTN chose. They come from the two places slimkit
+keeps them, both reached through :mod:`slimkit.export.registry` so that the format knows no method family:
 
 * a fake-quantized weight carries a note that a registered codec stores; the ``int`` codec's
   :meth:`~slimkit.export.registry.Codec.encode` gives the stored integers (``NAME.qdata``), scales and zero

@@ -66,7 +66,7 @@ def _text_windows(bundle: ModelBundle, spec: Any, samples: int, seq_len: int, va
 
 def _sentences(bundle: ModelBundle, spec: Any, samples: int, validation: bool,
                val_samples: int | None) -> TrainingData:
-    tokenize = bundle.model.tokenize  # type: ignore[operator]
+    tokenize: Any = bundle.model.tokenize  # sentence-transformers models tokenize themselves
     train = sentences(documents(spec, "calib"), samples)
     if not train:
         raise ValueError(f"{spec}: no sentences of 30-400 characters to train on")

@@ -32,9 +32,9 @@ from pydantic import Field, field_validator, model_validator
 
 from slimkit.config import FrozenModel
 from slimkit.export.formats import ExportFormat, ExportResult, RuntimeCheck, register_export_format
+from slimkit.export.int_weights import IntWeight, integer_weights
 from slimkit.export.onnx.graph import GraphSpec, empty_past, float_reference, graph_spec, text_feed, trace
 from slimkit.export.onnx.runtimes import RUNNERS, RUNTIME_PACKAGES, differences, round_robin_ms
-from slimkit.export.int_weights import IntWeight, integer_weights
 from slimkit.models.bundle import ModelBundle
 
 Precision = Literal["fp32", "int8-dynamic", "int8-static", "int4"]

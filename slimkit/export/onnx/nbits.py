@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from slimkit.export.onnx.graph import node_module
 from slimkit.export.int_weights import IntWeight
+from slimkit.export.onnx.graph import node_module
 
 NBITS_BITS = (4, 8)  # widths ONNX Runtime's CPU kernel runs
 
