@@ -43,7 +43,7 @@ from slimkit.method import StepReport
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import build_architecture
 from slimkit.prune.gradual import GradualPruneConfig
-from slimkit.train.classifier import TrainConfig, train_classifier
+from slimkit.train.classifier import Teacher, TrainConfig, train_classifier
 
 #: Kept fraction per layer in the paper (Tables 1 and 2), by module name of the nn.Sequential.
 PAPER_DENSITY = {"lenet300": ("lenet-300-100", {"1": 0.08, "3": 0.09, "5": 0.26}),
@@ -84,25 +84,27 @@ def on_disk(bundle: ModelBundle) -> tuple[int, dict[str, Any]]:
         return breakdown.total, breakdown.to_dict()
 
 
-def train(model: nn.Module, data: Split, epochs: int, seed: int, on_step: Any = None) -> None:
-    train_classifier(model, *data, TrainConfig(epochs=epochs, lr=1e-3, seed=seed), on_step=on_step)
+def train(model: nn.Module, data: Split, epochs: int, seed: int, on_step: Any = None,
+          teacher: Teacher | None = None) -> None:
+    train_classifier(model, *data, TrainConfig(epochs=epochs, lr=1e-3, seed=seed), on_step=on_step, teacher=teacher)
 
 
-def prune(baseline: ModelBundle, density: dict[str, float], scale: float, data: Split, epochs: int) -> ModelBundle:
+def prune(baseline: ModelBundle, density: dict[str, float], scale: float, data: Split, epochs: int,
+          teacher: Teacher | None) -> ModelBundle:
     """Gradual magnitude pruning of each layer to ``scale`` × its paper density, inside ``epochs`` of training."""
     bundle = copy.copy(baseline)
     bundle.model, bundle.applied = copy.deepcopy(baseline.model), []
     ctls = [slimkit.prepare(bundle.model, GradualPruneConfig(final_sparsity=round(1 - d * scale, 4), end=0.6,
                                                              targets=Targets(include=(name,))))
             for name, d in density.items()]
-    train(bundle.model, data, epochs, seed=1, on_step=lambda p: [c.step(p) for c in ctls])
+    train(bundle.model, data, epochs, seed=1, on_step=lambda p: [c.step(p) for c in ctls], teacher=teacher)
     for c in ctls:
         c.step(1.0)
         record(bundle, c.finalize())
     return bundle
 
 
-def cluster(pruned: ModelBundle, fc_bits: int, data: Split, epochs: int) -> ModelBundle:
+def cluster(pruned: ModelBundle, fc_bits: int, data: Split, epochs: int, teacher: Teacher | None) -> ModelBundle:
     """k-means (conv 8 bits, fully connected ``fc_bits``) then ``epochs`` of centroid fine-tuning."""
     bundle = copy.copy(pruned)
     bundle.model, bundle.applied = copy.deepcopy(pruned.model), list(pruned.applied)
@@ -111,7 +113,7 @@ def cluster(pruned: ModelBundle, fc_bits: int, data: Split, epochs: int) -> Mode
             record(bundle, slimkit.apply(bundle.model, KMeansClusterConfig(bits=bits, targets=Targets(
                 module_types=types))))
     ctl = slimkit.prepare(bundle.model, CentroidFinetuneConfig())
-    train(bundle.model, data, epochs, seed=2, on_step=ctl.step)
+    train(bundle.model, data, epochs, seed=2, on_step=ctl.step, teacher=teacher)
     record(bundle, ctl.finalize())
     return bundle
 
@@ -157,17 +159,21 @@ def lenet_section(section: str, args: argparse.Namespace) -> list[dict[str, Any]
     baseline = ModelBundle(build_architecture(arch), "torch", arch, arch={"name": arch, "kwargs": {}})
     train(baseline.model, train_split, base_epochs, seed=0)
     dense = fp32_bytes(baseline.model)
+    # With --distill-alpha > 0 the compressed models and the dense control all learn from the trained baseline.
+    teacher = Teacher(copy.deepcopy(baseline.model), args.distill_temperature, args.distill_alpha) \
+        if args.distill_alpha > 0 else None
     control = copy.deepcopy(baseline)
-    train(control.model, train_split, prune_epochs + ft_epochs, seed=1)
+    train(control.model, train_split, prune_epochs + ft_epochs, seed=1, teacher=teacher)
     control_val = acc(control.model, val)
     rows = [stage_row(section, f"dense baseline ({base_epochs} epochs)", baseline, data, dense, None),
-            stage_row(section, f"dense control (+{prune_epochs + ft_epochs} epochs)", control, data, dense, None)]
+            stage_row(section, f"dense control (+{prune_epochs + ft_epochs} epochs"
+                      f"{', distilled from the baseline' if teacher else ''})", control, data, dense, None)]
     control_acc = rows[-1]["test_accuracy"]
     candidates: list[tuple[dict[str, Any], ModelBundle, ModelBundle]] = []
     for scale in args.sparsity_scales:
-        pruned = prune(baseline, density, scale, train_split, prune_epochs)
+        pruned = prune(baseline, density, scale, train_split, prune_epochs, teacher)
         for bits in args.fc_bits:
-            clustered = cluster(pruned, bits, train_split, ft_epochs)
+            clustered = cluster(pruned, bits, train_split, ft_epochs, teacher)
             coded = copy.copy(clustered)
             coded.applied = list(clustered.applied)
             record(coded, slimkit.apply(coded.model, HuffmanConfig()))
@@ -250,6 +256,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--finetune-epochs", type=int, default=2, help="centroid fine-tuning epochs")
     p.add_argument("--sparsity-scales", type=float, nargs="+", default=[1.0, 0.75])
     p.add_argument("--fc-bits", type=int, nargs="+", default=[5, 4])
+    p.add_argument("--distill-alpha", type=float, default=0.0,
+                   help="> 0: pruning, centroid fine-tuning and the dense control distil from the trained baseline")
+    p.add_argument("--distill-temperature", type=float, default=4.0)
     p.add_argument("--val-size", type=int, default=10_000)
     p.add_argument("--train-limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--eval-windows", type=int, default=10**9, help="SmolLM2 pydoc eval windows (default: all)")

@@ -3,7 +3,9 @@
 ``train_classifier`` runs mini-batch Adam (or SGD) on in-memory tensors and calls an optional
 ``on_step(progress)`` after every optimizer step: the hook through which a pruning controller's
 ``ctl.step(progress)`` rides along a fine-tuning run. ``extra_loss(model)`` adds a regulariser (L1,
-group lasso) to every batch's loss.
+group lasso) to every batch's loss. ``teacher=Teacher(model, T, alpha)`` makes it Hinton distillation: the
+loss mixes the KL to the frozen teacher's softened outputs with the label cross-entropy, so a compressed
+model and its dense control can both learn from the same trained model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.distill.losses import kd_kl, mix
 from slimkit.numerics import check_finite_loss
 from slimkit.progress import progress_bar
 
@@ -34,13 +37,23 @@ class TrainConfig:
     max_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """A frozen model whose temperature-softened outputs the student learns (``alpha`` of the loss)."""
+
+    model: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
 def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig,
                      on_step: Callable[[float], None] | None = None,
-                     extra_loss: Callable[[nn.Module], Tensor] | None = None) -> list[float]:
+                     extra_loss: Callable[[nn.Module], Tensor] | None = None,
+                     teacher: Teacher | None = None) -> list[float]:
     """Train ``model`` on ``x`` (N, ...) and labels ``y`` (N,) in place; returns the mean loss per epoch.
 
     Args:
@@ -50,6 +63,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
         config: schedule and optimizer settings.
         on_step: called with training progress in (0, 1] after each optimizer step.
         extra_loss: ``fn(model) -> scalar`` added to the cross-entropy of every batch.
+        teacher: distil from this model (kept in eval mode, no gradient) instead of labels alone.
 
     Raises:
         NonFiniteError: a step's loss is NaN or infinite (a diverging learning rate); the run stops there.
@@ -69,7 +83,12 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
         for _ in range(config.epochs):
             epoch_loss, seen = 0.0, 0
             for idx in _batches(len(y), config.batch_size, generator):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                logits = model(x[idx])
+                loss = F.cross_entropy(logits, y[idx])
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher.model.eval()(x[idx])
+                    loss = mix(kd_kl(logits, teacher_logits, teacher.temperature), loss, teacher.alpha)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
                 check_finite_loss(float(loss.detach()), step + 1)
