@@ -18,6 +18,7 @@ import slimkit.export.compressed_tensors_export  # export format: compressed-ten
 import slimkit.export.gguf_export  # export format: gguf
 import slimkit.export.onnx.format  # export format: onnx
 import slimkit.export.slimkit_format  # format: dense/bitmask codecs, the slimkit-output loader
+import slimkit.models.layer_chain  # architecture: layer-chain (models converted from Keras / TensorFlow)
 import slimkit.prune.gradual
 import slimkit.prune.magnitude
 import slimkit.prune.nm_prune

@@ -87,6 +87,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     evaluation = Evaluation(bundle, eval_cfg)
     console.print(f"measuring the original {bundle.kind} model")
     before = evaluation.measure(bundle, saved_size(bundle))
+    converted = _conversion_notes(bundle, evaluation)  # before any step: the conversion alone
     distill = recipe.train.distill if recipe.train else None
     bundle, teacher = distillation_models(bundle, distill, recipe.train.seed if recipe.train else 0)
     default_data = eval_cfg.data or _default_data(bundle)
@@ -125,7 +126,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             del original
         storage = storage_breakdown(tmp, (exported.path.name,) if exported else ()).to_dict()
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
-                        str(out), _notes(bundle), guard, storage=storage,
+                        str(out), converted + _notes(bundle), guard, storage=storage,
                         export=exported.to_dict() if exported else None, search=search,
                         layers=layer_storage(bundle.model))
         if control is not None and teacher is not None:
@@ -215,6 +216,18 @@ def _notes(bundle: ModelBundle) -> list[str]:
         notes.append(f"{sum(paths.values())} layers are packed: {counts}. The float parts run in "
                      f"{packed['float_dtype']}. Measure decode speed with `slimkit bench OUT --compare MODEL`.")
     return notes
+
+
+def _conversion_notes(bundle: ModelBundle, evaluation: Evaluation) -> list[str]:
+    """For a model converted from another framework (Keras / TensorFlow): both run on the evaluation data."""
+    if bundle.original is None or bundle.kind != "torch":
+        return []
+    from slimkit.models.keras_in import compare_with_original, comparison_note
+
+    with status(f"comparing the converted model with {bundle.original.name}"):
+        result = compare_with_original(bundle, evaluation.images, evaluation.labels)
+    console.print(comparison_note(result))
+    return [comparison_note(result)]
 
 
 def _calibration(bundle: ModelBundle, recipe: Recipe, mix: list[MixPart], samples: int,

@@ -26,6 +26,9 @@ class ModelBundle:
         tokenizer: the text tokenizer for language models, else ``None``.
         arch: for plain torch models, ``{"name": ..., "kwargs": {...}}`` from the architecture registry.
         applied: the steps already applied (filled when loading a slimkit output).
+        original: the model this one was converted from (e.g. a Keras model, see
+            :mod:`slimkit.models.keras_in`): ``name`` and ``run(inputs) -> outputs`` on numpy arrays in this
+            model's input layout, so ``compress`` can report how far the conversion moved the outputs.
     """
 
     model: nn.Module
@@ -35,6 +38,7 @@ class ModelBundle:
     arch: dict[str, Any] | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)
     origin: str | None = None
+    original: Any = None
 
     @property
     def is_language_model(self) -> bool:

@@ -1,7 +1,8 @@
 """One entry point to load any model a user names: ``load_model(spec)``.
 
 A spec is a packaged short name (``smollm2-135m``), a slimkit output directory, a Hugging Face or
-sentence-transformers directory, a ``.gguf`` file, or ``ARCH=WEIGHTS`` for a state-dict file of a
+sentence-transformers directory, a ``.gguf`` file, a Keras ``.keras`` file or TensorFlow SavedModel directory
+(converted, :mod:`slimkit.models.keras_in`), or ``ARCH=WEIGHTS`` for a state-dict file of a
 registered torch architecture (``lenet-300-100=weights.pt``, with arguments
 ``mlp[in_features=64,hidden=[32]]=weights.pt``). Hub ids are refused with a plain explanation,
 because slimkit never downloads at run time. Formats defined above ``models`` (the slimkit output
@@ -72,17 +73,19 @@ def load_model(spec: str) -> ModelBundle:
 
 
 def _load_path(path: Path, source: str) -> ModelBundle:
-    from slimkit.models import hf
+    from slimkit.models import hf, keras_in
 
     for loader in _LOADERS:
         if loader.claims(path):
             return loader.load(path, source)
+    if keras_in.is_tensorflow_model(path):  # a .keras file or a SavedModel directory
+        return keras_in.load_tensorflow_model(path, source)
     if path.is_file():
         if path.suffix == ".gguf":
             return hf.load_gguf_file(path, source)
         raise ValueError(f"{path}: a bare weights file cannot be loaded without its architecture; name it as "
-                         f"ARCH={path} with a registered architecture, or pass a model directory, a .gguf file "
-                         "or a slimkit output directory")
+                         f"ARCH={path} with a registered architecture, or pass a model directory, a .gguf file, "
+                         "a .keras file or a slimkit output directory")
     if (path / "modules.json").exists():
         return hf.load_sentence_transformer(path, source)
     if (path / "config.json").exists():
@@ -91,5 +94,6 @@ def _load_path(path: Path, source: str) -> ModelBundle:
     if len(ggufs) == 1:
         return hf.load_gguf_file(ggufs[0], source)
     known = [loader.what for loader in _LOADERS] + ["a sentence-transformers directory (modules.json)",
-                                                     "a Hugging Face directory (config.json)", "a single .gguf file"]
+                                                     "a Hugging Face directory (config.json)", "a single .gguf file",
+                                                     "a TensorFlow SavedModel directory (saved_model.pb)"]
     raise ValueError(f"{path}: not a model directory; slimkit reads {', '.join(known)}")
