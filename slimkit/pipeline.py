@@ -9,6 +9,7 @@ atomically in the recipe's ``export.format``: it appears with the model, ``slimk
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from slimkit.eval.layer_groups import layer_storage
 from slimkit.export.formats import ExportResult, check_requirements, export_format, write_checked
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
 from slimkit.export.storage import storage_breakdown
+from slimkit.memory import MemoryPlan, memory_note, plan_memory
 from slimkit.method import ForwardLoop, StepReport
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
@@ -50,7 +52,8 @@ def _default_data(bundle: ModelBundle) -> str:
 
 def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib: str | Sequence[str] | None = None,
              eval_data: str | None = None, calib_samples: int = 32, overwrite: bool = False,
-             calib_guard: bool = True, search: dict[str, Any] | None = None) -> Report:
+             calib_guard: bool = True, search: dict[str, Any] | None = None, stream: bool = False,
+             max_memory: int | None = None, spill: bool | None = None) -> Report:
     """Apply ``recipe`` to ``model`` and write the compressed model plus a before/after report.
 
     Args:
@@ -67,6 +70,10 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             also measure that counterpart on the evaluation data and warn if the calibrated model is worse
             (:mod:`slimkit.eval.calibration_guard`); costs one extra data-free compression and evaluation.
         search: what the budget search that chose ``recipe`` measured (:mod:`slimkit.search.run`), for the reports.
+        stream: compress a Hugging Face causal LM directory one decoder layer at a time (:mod:`slimkit.stream`).
+        max_memory: bytes the job may use (default: this machine's RAM); a job estimated above it streams when
+            it can and fits, else is refused before the model loads (:func:`slimkit.memory.plan_memory`).
+        spill: with streaming, keep activations on disk (``None``: only when they would not fit).
     """
     out = Path(out)
     train_data = recipe.train.data if recipe.train else None
@@ -78,6 +85,15 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                    calib_samples=calib_samples, overwrite=overwrite)
     if recipe.export.format != "slimkit":
         check_requirements(export_format(recipe.export.format))  # a missing extra, before the model loads
+    plan = _memory_plan(model, recipe, eval_data, calib_samples, calib_guard, stream, max_memory, spill)
+    if plan is not None and plan.stream:
+        from slimkit.stream.pipeline import compress_streamed
+
+        if plan.reason:
+            console.print(f"compressing one decoder layer at a time (as with --stream): {plan.reason}")
+        assert isinstance(model, str)
+        return compress_streamed(model, recipe, out, calib=calib_parts, eval_data=eval_data,
+                                 calib_samples=calib_samples, overwrite=overwrite, plan=plan)
     if isinstance(model, str):
         with status(f"loading {model}"):
             bundle = load_model(model)
@@ -126,7 +142,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
             del original
         storage = storage_breakdown(tmp, (exported.path.name,) if exported else ()).to_dict()
         report = Report(str(model if isinstance(model, str) else bundle.source), steps, before, after,
-                        str(out), converted + _notes(bundle), guard, storage=storage,
+                        str(out), [*converted, *_notes(bundle), memory_note(plan)], guard, storage=storage,
                         export=exported.to_dict() if exported else None, search=search,
                         layers=layer_storage(bundle.model))
         if control is not None and teacher is not None:
@@ -135,14 +151,27 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
                                        if distill and distill.teacher else before,
                                        "without_distillation": evaluation.measure(control, saved_size(control)),
                                        "distilled": after}
-        _write_reports(report, recipe, tmp)
+        write_reports(report, recipe, tmp)
     if recipe.train and not recipe.train.checkpoint_dir:
         for directory in (checkpoints, Path(f"{checkpoints}-control")):
             shutil.rmtree(directory, ignore_errors=True)  # the output is written: nothing left to resume
     return report
 
 
-def _write_reports(report: Report, recipe: Recipe, directory: Path) -> None:
+def _memory_plan(model: str | ModelBundle, recipe: Recipe, eval_data: str | None, calib_samples: int,
+                 calib_guard: bool, stream: bool, max_memory: int | None, spill: bool | None) -> MemoryPlan | None:
+    """How the job runs within ``max_memory`` (None for a model already in memory, which nothing can stream)."""
+    if not isinstance(model, str):
+        if stream:
+            raise ValueError("--stream reads a model directory layer by layer; this model is already in memory")
+        return None
+    eval_cfg = recipe.eval.model_copy(update={"data": eval_data}) if eval_data else recipe.eval
+    plan = plan_memory(model, recipe, calib_samples=calib_samples, eval_config=eval_cfg, stream=stream,
+                       max_memory=max_memory, calib_guard=calib_guard)
+    return dataclasses.replace(plan, spill=spill) if plan.stream and spill is not None else plan
+
+
+def write_reports(report: Report, recipe: Recipe, directory: Path) -> None:
     """``recipe.yaml``, ``report.json``, ``report.md``, ``report.png`` and the self-contained ``report.html``."""
     files = {name.rpartition(".")[2]: directory / name for name in REPORT_FILES}
     files["yaml"].write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

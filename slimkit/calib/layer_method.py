@@ -54,6 +54,28 @@ class LayerSequentialMethod(Method[C]):
                                  with_hessian=self.with_hessian, description=self.label)
         self._stats = {"linears": linears, **self.summary()}
 
+    def record_calibration(self, linears: int) -> None:
+        """Mark the method as calibrated when another driver (the streamed runner, :mod:`slimkit.stream`) called
+        :meth:`compress_block` for every block; ``linears`` is the number of Linears it compressed."""
+        if self._stats is not None:
+            raise RuntimeError(f"{self.name}: the model was already compressed")
+        self._stats = {"linears": linears, **self.summary()}
+
+    def resume_state(self) -> dict[str, Any]:
+        """The running totals behind :meth:`summary` (numbers and lists of numbers), so a streamed run killed
+        after some blocks can continue them exactly (:meth:`restore_state`); per-block scratch is left out."""
+        return {k: v for k, v in vars(self).items() if k.startswith("_") and k != "_stats"
+                and (isinstance(v, (int, float)) or (isinstance(v, list) and all(isinstance(x, (int, float))
+                                                                                 for x in v)))}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Continue the totals :meth:`resume_state` returned after the blocks finished so far."""
+        unknown = set(state) - set(self.resume_state())
+        if unknown:
+            raise ValueError(f"{self.name}: cannot restore unknown running totals {sorted(unknown)}")
+        for key, value in state.items():
+            setattr(self, key, list(value) if isinstance(value, list) else value)
+
     def compress_block(self, ctx: LayerContext) -> None:
         """Compress one block: :meth:`compress_linear` for each of its targeted Linears, in module order."""
         for name, target in ctx.targets.items():

@@ -13,7 +13,7 @@ calibration activations; the rest of the model never runs after the first captur
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +86,20 @@ def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def capture_block_inputs(model: nn.Module, forward_loop: ForwardLoop, first: nn.Module) -> list[BlockInput]:
-    """Run ``forward_loop`` only as far as block ``first`` and return its inputs, one per batch."""
+def capture_block_inputs(model: nn.Module, forward_loop: ForwardLoop, first: nn.Module,
+                         keep: Callable[[BlockInput], None] | None = None) -> list[BlockInput]:
+    """Run ``forward_loop`` only as far as block ``first`` and return its inputs, one per batch.
+
+    ``keep``, when given, receives each batch's inputs instead of the returned list (which then stays
+    empty), so a streamed run can write them to disk as they come.
+    """
     captured: list[BlockInput] = []
+    count = [0]
 
     def record(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden.detach(), tuple(args[1:]), _without_cache(kwargs)))
+        (keep or captured.append)((hidden.detach(), tuple(args[1:]), _without_cache(kwargs)))
+        count[0] += 1
         raise _FirstBlockReached
 
     handle = first.register_forward_pre_hook(record, with_kwargs=True)
@@ -101,20 +108,21 @@ def capture_block_inputs(model: nn.Module, forward_loop: ForwardLoop, first: nn.
             forward_loop(_StopAtFirstBlock(model))
     finally:
         handle.remove()
-    if not captured:
+    if not count[0]:
         raise RuntimeError("forward_loop never reached the first transformer block: it must call the model "
                            "it is given, e.g. `for batch in data: model(input_ids=batch)`")
     return captured
 
 
-def _run_block(layer: nn.Module, block_input: BlockInput) -> Tensor:
+def run_block(layer: nn.Module, block_input: BlockInput) -> Tensor:
+    """The hidden states ``layer`` outputs for one batch's inputs."""
     hidden, args, kwargs = block_input
     out = layer(hidden, *args, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
 
-def _collect_stats(layer: nn.Module, targets: dict[str, Target], inputs: list[BlockInput],
-                   with_hessian: bool) -> dict[str, InputStats]:
+def collect_stats(layer: nn.Module, targets: dict[str, Target], inputs: Iterable[BlockInput],
+                  with_hessian: bool) -> dict[str, InputStats]:
     """Run ``layer`` on ``inputs`` and accumulate input statistics of each targeted Linear."""
     stats: dict[str, InputStats] = {}
     last: list[Any] = [None, None]  # (input tensor, its accumulator): q/k/v read the same tensor
@@ -133,7 +141,7 @@ def _collect_stats(layer: nn.Module, targets: dict[str, Target], inputs: list[Bl
     try:
         with torch.no_grad():
             for block_input in inputs:
-                _run_block(layer, block_input)
+                run_block(layer, block_input)
                 last[0] = last[1] = None
     finally:
         for h in handles:
@@ -141,8 +149,8 @@ def _collect_stats(layer: nn.Module, targets: dict[str, Target], inputs: list[Bl
     return stats
 
 
-def _check_calibration_numbers(prefix: str, inputs: list[BlockInput], stats: dict[str, InputStats],
-                               with_hessian: bool, description: str) -> None:
+def check_calibration_numbers(prefix: str, inputs: Iterable[BlockInput], stats: dict[str, InputStats],
+                              with_hessian: bool, description: str) -> None:
     """Stop on NaN/Inf in a block's calibration inputs or in its Linears' input statistics (an overflow
     inside the block), naming the block or Linear, before they reach a Hessian inverse or a scale search."""
     for i, (hidden, _, _) in enumerate(inputs):
@@ -191,11 +199,11 @@ def run_sequential(model: nn.Module, forward_loop: ForwardLoop, targets: Targets
             block = {t.module_name: t for t in selected if id(t.module) in members}
             if block:
                 prefix = layer_prefix(model, layers, index)
-                stats = _collect_stats(layer, block, inputs, with_hessian)
-                _check_calibration_numbers(prefix, inputs, stats, with_hessian, description)
+                stats = collect_stats(layer, block, inputs, with_hessian)
+                check_calibration_numbers(prefix, inputs, stats, with_hessian, description)
                 compress_block(LayerContext(index, prefix, layer, block, stats))
                 visited += len(block)
             with torch.no_grad():
-                inputs = [(_run_block(layer, b), b[1], b[2]) for b in inputs]
+                inputs = [(run_block(layer, b), b[1], b[2]) for b in inputs]
             advance(1)
     return visited
