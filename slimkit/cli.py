@@ -51,13 +51,16 @@ def _run(fn: Callable[[], T]) -> T:
 
 
 def _compress(model: str, recipe_path: Path, out: Path, calib: list[str] | None, eval_data: str | None,
-              calib_samples: int, overwrite: bool, calib_guard: bool) -> None:
+              calib_samples: int, overwrite: bool, calib_guard: bool, stream: bool = False,
+              max_memory: str | None = None) -> None:
+    from slimkit.memory import parse_memory
     from slimkit.pipeline import compress
     from slimkit.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     report = compress(model, recipe, out, calib=calib, eval_data=eval_data, calib_samples=calib_samples,
-                      overwrite=overwrite, calib_guard=calib_guard)
+                      overwrite=overwrite, calib_guard=calib_guard, stream=stream,
+                      max_memory=parse_memory(max_memory) if max_memory else None)
     console.print(Markdown(report.to_markdown()))
     console.print(Text.assemble(("wrote ", "bold green"), f"{out} (model, slimkit.json, report.md, report.json, "
                                 "report.png, report.html)"))
@@ -88,6 +91,11 @@ def compress(
     max_trials: Annotated[int, typer.Option(min=1, help="with a budget: compress-and-evaluate trials at most")] = 8,
     cache_dir: Annotated[Path | None, typer.Option(help="with a budget: sensitivity cache directory (default "
                                                         "$SLIMKIT_CACHE or ~/.cache/slimkit)")] = None,
+    stream: Annotated[bool, typer.Option(help="Hugging Face causal LM directory: one decoder layer in memory at a "
+                                              "time, checkpointed in OUT.stream (rerun to resume)")] = False,
+    max_memory: Annotated[str | None, typer.Option(help="memory the job may use, e.g. 16GB (default: this machine's "
+                                                        "RAM); a larger estimate streams if it can, else is refused")
+                          ] = None,
 ) -> None:
     """Apply a recipe to MODEL, or search per-layer settings that meet a budget; save to OUT and report.
 
@@ -103,6 +111,9 @@ def compress(
     if recipe is None:
         from slimkit.search.commands import run_budget_compress
 
+        if stream or max_memory:
+            console.print(Text("error: --stream and --max-memory apply to --recipe", style="bold red"))
+            raise typer.Exit(2)
         _run(lambda: run_budget_compress(model, out, target_size, max_metric_loss, try_, max_trials, calib, eval_data,
                                          calib_samples, overwrite, calib_guard, cache_dir))
         return
@@ -110,7 +121,8 @@ def compress(
         console.print(Text.assemble(("error: ", "bold red"), "--try chooses among settings for a budget search; "
                                     "with --recipe the recipe says what to apply"), highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard))
+    _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard, stream,
+                           max_memory))
 
 
 @app.command()

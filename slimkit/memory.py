@@ -1,7 +1,7 @@
 """How much memory a ``compress`` job needs, estimated from file headers before any weight is read.
 
-:func:`estimate` adds up the parts of a job's peak from the shapes in the model's files (safetensors
-headers of a Hugging Face directory, the tensor table of a GGUF file): the weights as they sit in memory
+:func:`estimate` adds up the parts of a job's peak from the shapes in the safetensors headers of a Hugging
+Face directory (other kinds of models run without an estimate): the weights as they sit in memory
 (the whole model in float32, or streamed: embeddings and head plus one decoder layer), the calibration
 and evaluation activations, the float64 input Hessians of one layer (GPTQ, AWQ, SparseGPT), the
 scratch of the largest Linear's solve, and the Python/torch/transformers runtime itself.
@@ -27,10 +27,9 @@ GB = 1e9
 RUNTIME_BYTES = int(0.75 * GB)
 #: Methods that accumulate a float64 ``XᵀX`` per Linear input and solve with it.
 HESSIAN_METHODS = ("quant.gptq", "quant.awq", "prune.sparsegpt")
-#: Linear weights that read the same input inside a layer share one Hessian (Llama names, GGUF names).
-SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("attn_q", "attn_k", "attn_v"),
-                 ("ffn_gate", "ffn_up"))
-_LAYER = re.compile(r"^(?:.*\.)?(?:layers|blk|h)\.(\d+)\.(.+)$")
+#: Linear weights that read the same input inside a layer share one Hessian (Llama names).
+SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+_LAYER = re.compile(r"^(?:.*\.)?(?:layers|layer|h)\.(\d+)\.(.+)$")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,8 @@ class ModelShapes:
         return self.outer_params + sum(self.layer_params)
 
 
-def _shapes(named: list[tuple[str, list[int]]], file_bytes: int, matrix_dims: tuple[int, int]) -> ModelShapes:
-    """Group ``(name, shape)`` pairs into decoder layers; ``matrix_dims`` are the (rows, cols) axes of a weight."""
+def _shapes(named: list[tuple[str, list[int]]], file_bytes: int) -> ModelShapes:
+    """Group ``(name, shape)`` pairs into decoder layers (a weight's shape is (rows, cols))."""
     layers: dict[int, list[tuple[str, list[int]]]] = {}
     outer = 0
     hidden = vocab = 0
@@ -63,11 +62,11 @@ def _shapes(named: list[tuple[str, list[int]]], file_bytes: int, matrix_dims: tu
             layers.setdefault(int(match.group(1)), []).append((match.group(2), shape))
         else:
             outer += n
-            if len(shape) == 2 and ("embed" in name or "token_embd" in name or name.endswith("wte.weight")):
-                vocab, hidden = shape[matrix_dims[0]], shape[matrix_dims[1]]
+            if len(shape) == 2 and ("embed" in name or name.endswith("wte.weight")):
+                vocab, hidden = shape
     order = sorted(layers)
     params = [sum(_numel(s) for _, s in layers[i]) for i in order]
-    linears = [{n: (s[matrix_dims[0]], s[matrix_dims[1]]) for n, s in layers[i] if len(s) == 2} for i in order]
+    linears = [{n: (s[0], s[1]) for n, s in layers[i] if len(s) == 2} for i in order]
     return ModelShapes(params, linears, outer, hidden, vocab, file_bytes)
 
 
@@ -79,24 +78,16 @@ def _numel(shape: list[int]) -> int:
 
 
 def model_shapes(spec: str) -> ModelShapes | None:
-    """The shapes of the model ``spec`` names, from headers only; None for kinds without an estimate."""
+    """The shapes of the Hugging Face safetensors directory ``spec``, from headers only; None for other kinds
+    (GGUF files, slimkit outputs, torch weights files), which run without an estimate."""
     from slimkit.models.lazy_safetensors import SafetensorsIndex
-    from slimkit.models.packaged import PACKAGED_MODELS, packaged_model_path
 
-    path = packaged_model_path(spec) if spec in PACKAGED_MODELS else Path(spec).expanduser()
-    ggufs = [path] if path.suffix == ".gguf" else sorted(path.glob("*.gguf")) if path.is_dir() else []
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "slimkit.json").is_file() \
-            and any(path.glob("*.safetensors")):
-        index = SafetensorsIndex.from_directory(path)
-        named = [(n, list(i.shape)) for n, i in index.tensors.items()]
-        return _shapes(named, index.total_bytes(), (0, 1))
-    if len(ggufs) == 1 and ggufs[0].is_file():
-        from gguf import GGUFReader
-
-        reader = GGUFReader(ggufs[0])  # memory-maps the file; only the tensor table is parsed
-        named = [(t.name, [int(d) for d in t.shape]) for t in reader.tensors]
-        return _shapes(named, ggufs[0].stat().st_size, (1, 0))  # GGUF lists a weight's dims as (cols, rows)
-    return None
+    path = Path(spec).expanduser()
+    if not (path.is_dir() and (path / "config.json").is_file() and not (path / "slimkit.json").is_file()
+            and any(path.glob("*.safetensors"))):
+        return None
+    index = SafetensorsIndex.from_directory(path)
+    return _shapes([(n, list(i.shape)) for n, i in index.tensors.items()], index.total_bytes())
 
 
 @dataclass(frozen=True)
@@ -241,7 +232,7 @@ def plan_memory(spec: str, recipe: Recipe, *, calib_samples: int, eval_config: E
     in_memory = estimate(shapes, recipe, calib_samples=calib_samples, eval_config=eval_config, streamed=False,
                          calib_guard=calib_guard) if shapes else None
     if not stream and (in_memory is None or in_memory.total <= limit):
-        return MemoryPlan(False, False, limit, in_memory)
+        return MemoryPlan(False, False, limit, in_memory, in_memory)
     why_not = _why_not_streamable(spec, recipe)
     if stream and why_not:
         raise ValueError(f"--stream: {why_not}")

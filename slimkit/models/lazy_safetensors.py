@@ -222,7 +222,7 @@ def _write_one(out: BinaryIO, source: Source) -> None:
     if isinstance(source, Tensor):
         t = source.detach().contiguous()
         if t.numel():
-            write(t.view(torch.uint8).reshape(-1).numpy().tobytes())
+            write(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return
     info = source.info
     with info.file.open("rb") as f:

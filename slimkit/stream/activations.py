@@ -55,7 +55,7 @@ class ActivationStream:
         """Add one captured batch (hidden states, args, kwargs); its hidden states enter :meth:`digest`."""
         hidden, args, kwargs = block_input
         self._digest.update(str((tuple(hidden.shape), hidden.dtype)).encode())
-        self._digest.update(hidden.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        self._digest.update(hidden.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         self.extras.append((args, kwargs))
         if self.spill:
             assert self._dir is not None

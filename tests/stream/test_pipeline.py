@@ -115,3 +115,19 @@ def test_a_training_recipe_and_a_non_llm_are_refused(tmp_path):
         compress(str(tmp_path / "bert"), recipe(STEPS["rtn"]), tmp_path / "b", stream=True)
     with pytest.raises(ValueError, match="packaged model stored as GGUF cannot be streamed"):
         compress("smollm2-135m", recipe(STEPS["rtn"]), tmp_path / "c", stream=True)
+
+
+def test_the_command_line_streams_and_refuses_a_job_over_max_memory(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from slimkit.cli import app
+
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(json.dumps({"version": 1, "steps": STEPS["rtn"], "eval": EVAL}))
+    base = ["compress", str(model_dir), "--recipe", str(recipe_file), "--calib-samples", "2", "--stream"]
+    refused = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-memory", "100MB"])
+    assert refused.exit_code == 2 and "even streamed" in refused.output and "0.10 GB limit" in refused.output
+    assert not (tmp_path / "a").exists()
+    done = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
+    assert "Streamed: 3 decoder layers" in (tmp_path / "b" / "report.md").read_text()
