@@ -16,6 +16,7 @@ import slimkit.cluster.weight_sharing
 import slimkit.distill.depth
 import slimkit.export.compressed_tensors_export  # export format: compressed-tensors
 import slimkit.export.gguf_export  # export format: gguf
+import slimkit.export.litert  # export format: litert
 import slimkit.export.onnx.format  # export format: onnx
 import slimkit.export.slimkit_format  # format: dense/bitmask codecs, the slimkit-output loader
 import slimkit.models.layer_chain  # architecture: layer-chain (models converted from Keras / TensorFlow)
