@@ -156,7 +156,7 @@ def estimate(shapes: ModelShapes, recipe: Recipe, *, calib_samples: int, eval_co
     if streamed:
         parts["weights"] = shapes.outer_params * 4 + 2 * max(shapes.layer_params, default=0) * 4
         kept = 3 * seq * hidden * 4 if spill else calib + 2 * evals  # calib, eval before, eval after
-        parts["activations"] = kept + _batch_bytes(shapes, seq) + 3 * seq * shapes.vocab * 4
+        parts["activations"] = kept + _batch_bytes(shapes, seq) + 3 * 128 * shapes.vocab * 4  # logits, 128 at once
     else:
         guard = calib_guard and calibration_free_steps(recipe.steps) is not None
         parts["weights"] = shapes.params * 4 * (2 if guard else 1) + shapes.file_bytes

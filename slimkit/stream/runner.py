@@ -9,8 +9,8 @@
    calibrated step), move ``eval_after`` through it, encode its tensors with the slimkit format's codecs,
    and publish the layer's checkpoint (:mod:`slimkit.stream.checkpoint`): encoded tensors, codec entries,
    the steps' running totals and every stream's hidden states. Then the layer is dropped.
-3. The final norm and head turn both evaluation streams into perplexities (one window at a time, so the
-   logits of only one window are ever in memory).
+3. The final norm and head turn both evaluation streams into perplexities (one window and 128 positions at
+   a time, so the logits over the vocabulary never dominate the memory).
 
 A rerun of the same job finds the finished layers, restores the streams and totals from the last one
 and continues; the result is bit-identical to an uninterrupted run's.
@@ -47,6 +47,8 @@ from slimkit.stream.skeleton import layer_prefixes, layer_view, load_layer, mate
 from slimkit.targets import iter_targets
 
 CALIB, EVAL_BEFORE, EVAL_AFTER = "calib", "eval_before", "eval_after"
+#: Positions whose logits are computed at once in the final perplexity (128 × 49k vocabulary: 25 MB).
+LOGIT_CHUNK = 128
 
 
 @dataclass
@@ -203,16 +205,21 @@ class StreamedRun:
 
     @torch.no_grad()
     def _perplexity(self, stream: ActivationStream) -> float:
-        """Perplexity of the windows a stream carried through every layer, one window at a time (as
-        :func:`slimkit.eval.metrics.perplexity` computes it for the whole model)."""
+        """Perplexity of the windows a stream carried through every layer (the NLL of every predicted token,
+        as :func:`slimkit.eval.metrics.perplexity` sums it), one window and :data:`LOGIT_CHUNK` positions at a
+        time: a window's logits over a 49k vocabulary would otherwise be the run's largest tensor."""
         norm: nn.Module = self.model.get_submodule("model.norm")
         head: nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
         total_nll, tokens = 0.0, 0
         for (hidden, _, _), ids in zip(stream, self._eval_ids, strict=True):
-            logits = head(norm(hidden))[:, :-1]  # (1, T-1, V)
-            target = ids[:, 1:].reshape(-1)
-            total_nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target, reduction="sum"))
-            tokens += target.numel()
+            h = norm(hidden)  # (1, T, C)
+            for start in range(0, ids.shape[1] - 1, LOGIT_CHUNK):
+                end = min(start + LOGIT_CHUNK, ids.shape[1] - 1)
+                logits = head(h[:, start:end])  # (1, chunk, V): predictions of positions start+1 .. end
+                target = ids[:, start + 1:end + 1].reshape(-1)
+                total_nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target,
+                                                   reduction="sum"))
+                tokens += target.numel()
         try:
             return math.exp(total_nll / tokens)
         except OverflowError:

@@ -106,11 +106,17 @@ def check_recipe(recipe: Recipe, where: str) -> None:
 
 
 def check_targets(steps: Iterable[BaseConfig], skeleton: nn.Module, prefixes: list[str], where: str) -> None:
-    """Refuse steps that target weights outside the decoder layers (embeddings, head), which stay as they are
-    in a streamed run; ``skeleton`` may hold meta tensors (only names are read)."""
+    """Refuse steps that target nothing (as the in-memory run does) or weights outside the decoder layers
+    (embeddings, head), which stay as they are in a streamed run; ``skeleton`` may hold meta tensors (only
+    names are read)."""
     inside = tuple(f"{p}." for p in prefixes)
     for step in steps:
-        outside = [t.fqn for t in iter_targets(skeleton, step.targets) if not t.fqn.startswith(inside)]
+        found = list(iter_targets(skeleton, step.targets))
+        if not any(isinstance(t.module, nn.Linear) for t in found):
+            raise ValueError(f"{where}: {step.method}: the targets matched no nn.Linear weight (include="
+                             f"{list(step.targets.include)}, exclude={list(step.targets.exclude)}); check the globs "
+                             "against model.named_parameters()")
+        outside = [t.fqn for t in found if not t.fqn.startswith(inside)]
         if outside:
             raise ValueError(f"{where}: {step.method} targets {', '.join(outside[:3])} outside the decoder layers; a "
                              "streamed run compresses the decoder layers only (exclude it, or compress in memory)")

@@ -131,3 +131,11 @@ def test_the_command_line_streams_and_refuses_a_job_over_max_memory(model_dir, t
     done = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
     assert done.exit_code == 0, done.output
     assert "Streamed: 3 decoder layers" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_a_step_whose_targets_match_nothing_is_refused_as_in_memory(model_dir, tmp_path):
+    steps = [{"method": "quant.gptq", "targets": {"include": ["model.layers.9.*"]}}]
+    with pytest.raises(ValueError, match="matched no nn.Linear"):
+        compress(str(model_dir), recipe(steps), tmp_path / "a", calib_samples=2, stream=True)
+    with pytest.raises(ValueError, match="matched no nn.Linear"):
+        compress(str(model_dir), recipe(steps), tmp_path / "b", calib_samples=2, calib_guard=False)
