@@ -81,6 +81,10 @@ def test_without_stream_a_job_too_large_in_memory_streams_when_that_fits(llama_7
                        max_memory=24 * 2**30)
     assert plan.stream and not plan.spill and plan.in_memory is not None and plan.in_memory.total > 24 * 2**30
     assert "more than the 25.77 GB limit" in plan.reason
+    # 2000 calibration windows of 512 tokens hold 16.8 GB of hidden states: only on disk does the job fit
+    spilled = plan_memory(str(llama_7b[0]), GPTQ, calib_samples=2000, eval_config=GPTQ.eval, stream=True,
+                          max_memory=24 * 2**30)
+    assert spilled.stream and spilled.spill and spilled.estimate.mode == "streamed, activations on disk"
     model_dir = save_model(tmp_path / "tiny")
     recipe = recipe_from_dict({"version": 1, "steps": STEPS["gptq"], "eval": EVAL})
     tiny = plan_memory(str(model_dir), recipe, calib_samples=4, eval_config=recipe.eval, stream=False, max_memory=None)
