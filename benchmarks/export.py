@@ -20,17 +20,20 @@ passed the format's own check) into a scratch directory and deleted after its ro
 * ``classifier``: LeNet-5 trained here on Fashion-MNIST (``--epochs``), exported fp32 and int8-static (QDQ
   calibrated on 256 training images), run in ONNX Runtime, OpenVINO and TVM: test accuracy in each runtime
   beside PyTorch fp32 (batches of 250), the check's max |diff|, and latency at batch 1 and 250 round-robin with
-  PyTorch. Targets: fp32 accuracy equal in every runtime; int8 within 1 point (the issue sets this for
-  LiteRT int8, which this script does not write).
+  PyTorch. Targets: fp32 accuracy equal in every runtime; int8 within 1 point.
+* ``litert`` (LiteRT int8 of LeNet-5 / the small CNN) and ``keras`` (a Keras CNN converted and pruned by slimkit):
+  see ``benchmarks/_export_tf.py``.
 
 Writes ``benchmarks/results/export.json`` and ``.md`` after every row; each row carries its run date and
-commit. ``--resume`` keeps the rows of an earlier run and skips what they cover.
+commit. A run of some ``--sections`` keeps the other sections' rows of the last results file; ``--resume`` also
+keeps the rows of the sections it runs and skips what they cover.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import tempfile
 import time
@@ -49,10 +52,11 @@ from _common import (
     markdown_table,
     provenance,
     release_memory,
-    resumed_rows,
     run_metadata,
     write_results,
 )
+from _export_tf import keras_rows, litert_rows, tables
+from _export_tf import verdicts as tf_verdicts
 
 import slimkit
 from slimkit.data.loops import calibration_loop
@@ -361,16 +365,18 @@ def write(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                "slimkit decode: its packed int4 model (bf16 int4 kernel) for int4 rows, float32 for fp32.", "",
                *_smollm2_table(smollm2), ""]
     if classifier:
-        md += ["## LeNet-5 on Fashion-MNIST (test split)", "", *_classifier_table(classifier), "",
-               "LiteRT (`.tflite`) int8 is not written by slimkit yet.", ""]
-    md += ["## Targets", "", *verdicts(rows), ""]
+        md += ["## LeNet-5 on Fashion-MNIST (test split)", "", *_classifier_table(classifier), ""]
+    md += [*tables(rows), "## Targets", "", *verdicts(rows), *tf_verdicts(rows), ""]
     write_results(name, {"meta": meta, "rows": rows}, "\n".join(md))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", nargs="+", default=["minilm", "classifier", "smollm2"],
-                        choices=["minilm", "classifier", "smollm2"])
+    sections = {"minilm": minilm_rows, "classifier": classifier_rows, "smollm2": smollm2_rows, "litert": litert_rows,
+                "keras": keras_rows}
+    parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections))
+    parser.add_argument("--keras-epochs", type=int, default=5, help="Keras CNN training epochs (keras section)")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning of the pruned Keras CNN")
     parser.add_argument("--epochs", type=int, default=3, help="LeNet-5 training epochs on Fashion-MNIST")
     parser.add_argument("--train-seconds", type=float, default=None, help="stop LeNet-5 training early (smoke runs)")
     parser.add_argument("--sentences", type=int, default=256, help="pydoc evaluation sentences for MiniLM cosine")
@@ -382,13 +388,14 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep rows of an earlier run and skip them")
     parser.add_argument("--results-name", default="export", help="name of the results files (tiny smoke runs)")
     args = parser.parse_args()
-    rows = resumed_rows(RESULTS / f"{args.results_name}.json", args.resume)
-    done = {_key(r) for r in rows}
+    saved = RESULTS / f"{args.results_name}.json"
+    rows = [r for r in (json.loads(saved.read_text())["rows"] if saved.exists() else [])
+            if args.resume or r["section"] not in args.sections]  # other sections' rows are kept as they were
+    done = {_key(r) for r in rows if r["section"] in args.sections}
     meta = run_metadata(**{k: v for k, v in vars(args).items() if k != "resume"})
     with tempfile.TemporaryDirectory(prefix="slimkit-export-bench-") as scratch:
         for section in args.sections:
-            make = {"minilm": minilm_rows, "classifier": classifier_rows, "smollm2": smollm2_rows}[section]
-            for row in make(args, done, Path(scratch)):
+            for row in sections[section](args, done, Path(scratch)):
                 print(row, flush=True)
                 rows.append(row)
                 write(args.results_name, rows, meta)
