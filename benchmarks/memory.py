@@ -2,9 +2,11 @@
 model on this 24 GiB machine, and a killed streamed run resumed.
 
 Run ``flock /tmp/slimkit-heavy.lock python benchmarks/memory.py`` (about 2 hours on 2 cores with the
-defaults; ``--sections`` runs a part). Every measured job is a fresh ``python -m slimkit compress`` process,
-and its peak resident memory is that child's own ``ru_maxrss`` (``os.wait4``), so nothing this script holds
-counts. Writes ``benchmarks/results/memory.json`` and ``.md``, every row with its run date and commit.
+defaults; ``--sections`` runs a part). Every measured job is a fresh ``slimkit compress`` process that writes
+its own ``VmHWM`` (peak resident set of its address space) when it exits. Not ``ru_maxrss`` from ``wait4``:
+Linux folds the parent's high-water mark into the child's at ``exec``, and a smoke run measured a 1.1 GB job
+at 2.6 GB because this script had just loaded two models. Writes ``benchmarks/results/memory.json`` and
+``.md``, every row with its run date and commit.
 
 * ``smollm2``: SmolLM2-135M (the packaged Q4_1 GGUF dequantized to float32) saved as a Hugging Face
   safetensors directory, GPTQ int4 group 128 symmetric on ``--calib-samples`` pydoc windows, once in memory
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -54,21 +55,40 @@ GB = 1e9
 INT4_G128 = {"bits": 4, "symmetric": True, "granularity": "group", "group_size": 128}
 
 
+# Runs the slimkit command line and, at exit, writes this process's own peak resident set to argv[1].
+CHILD = """
+import atexit, runpy, sys
+from pathlib import Path
+peak_file = Path(sys.argv.pop(1))
+def record_peak():
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_file.write_text(next(line.split()[1] for line in status if line.startswith("VmHWM")))
+atexit.register(record_peak)
+sys.argv[0] = "slimkit"
+runpy.run_module("slimkit", run_name="__main__")
+"""
+
+
+def compress_command(model: Path, recipe: Path, out: Path, extra: list[str], peak: Path) -> list[str]:
+    return [sys.executable, "-c", CHILD, str(peak), "compress", str(model), "--recipe", str(recipe), "--out", str(out),
+            *extra]
+
+
 def run_compress(model: Path, recipe: Path, out: Path, extra: list[str], log: Path) -> dict[str, Any]:
-    """One ``slimkit compress`` in a fresh process: its wall time, exit code and peak RSS (the child's own)."""
-    args = [sys.executable, "-m", "slimkit", "compress", str(model), "--recipe", str(recipe), "--out", str(out), *extra]
+    """One ``slimkit compress`` in a fresh process: its wall time and its own peak RSS (VmHWM at exit)."""
+    peak = log.with_suffix(".peak")
+    args = compress_command(model, recipe, out, extra, peak)
     start = time.perf_counter()
     with log.open("w") as sink:
-        child = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
+        child = subprocess.run(args, stdout=sink, stderr=subprocess.STDOUT)
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({child.returncode}); last lines of {log}:\n"
                            + "\n".join(log.read_text().splitlines()[-15:]))
     report = json.loads((out / "report.json").read_text())
     note = next((n for n in report["notes"] if n.startswith("memory estimate")), "")
     estimate = re.search(r"about ([0-9.]+) GB", note)
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / GB, 3),
+    peak_gb = int(peak.read_text()) * 1024 / GB
+    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_gb": round(peak_gb, 3),
             "estimate_gb": float(estimate.group(1)) if estimate else None,
             "perplexity_report_after": report["after"]["value"], "perplexity_report_before": report["before"]["value"],
             "output_bytes": report["after"]["size_bytes"]}
@@ -135,7 +155,7 @@ def run_smollm2(args: argparse.Namespace, rows: list[dict[str, Any]], write: Any
 
 
 def _kill_at(model: Path, recipe: Path, out: Path, layer: int, extra: list[str], log: Path) -> None:
-    args = [sys.executable, "-m", "slimkit", "compress", str(model), "--recipe", str(recipe), "--out", str(out), *extra]
+    args = compress_command(model, recipe, out, extra, log.with_suffix(".peak"))
     state = out.parent / f"{out.name}.stream" / f"layer-{layer:05d}" / "state.json"
     with log.open("w") as sink:
         child = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
@@ -257,9 +277,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             ("output MB", lambda r: fmt(r["output_bytes"] / 1e6, ".0f")),
             ("run date", lambda r: r["date"]), ("commit", lambda r: r["commit"])]
     lines = ["# Compressing models larger than RAM", "",
-             "Peak RSS is each `python -m slimkit compress` child's own maximum resident set (`ru_maxrss` from "
-             "`os.wait4`), in GB of 10^9 bytes; `estimate` is what the memory guard predicted before the job "
-             "started (printed in the job's report). Each job ran alone, in a fresh process.", "",
+             "Peak RSS is each `slimkit compress` process's own peak resident set (`VmHWM`, written as it exits), "
+             "in GB of 10^9 bytes; `estimate` is what the memory guard predicted before the job started "
+             "(printed in the job's report). Each job ran alone, in a fresh process.", "",
              f"## SmolLM2-135M, GPTQ int4 g128 symmetric ({meta['calib_samples']} × 512 calibration tokens)", "",
              f"Baseline: {SMOLLM2_BASELINE}, saved as a Hugging Face safetensors directory. In memory with "
              "`--no-calib-guard` (the streamed run has no guard); report perplexities on "
