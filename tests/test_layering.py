@@ -18,7 +18,7 @@ import slimkit
 PACKAGE = Path(slimkit.__file__).parent
 FAMILIES = ("quantize", "prune", "distill", "cluster", "lowrank")
 ABOVE_MODELS = ("export", "calib", "train", "eval", "report", "data", "api", "method", "pipeline", "cli", "recipe",
-                "preflight", "builtin_methods", *FAMILIES)
+                "preflight", "builtin_methods", "stream", "memory", *FAMILIES)
 REGISTRY = "slimkit.export.registry"
 
 
