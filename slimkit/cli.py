@@ -89,6 +89,9 @@ def compress(
                                                    "KNOB=V1,V2 with KNOB bits, group_size, codebook or sparsity "
                                                    "(repeatable; default bits=2,3,4,8)")] = None,
     max_trials: Annotated[int, typer.Option(min=1, help="with a budget: compress-and-evaluate trials at most")] = 8,
+    finetune_epochs: Annotated[int | None, typer.Option(min=1, help="with a budget: train every trial this many "
+                                                    "epochs after its pruning (train.finetune, masks and grids "
+                                                    "fixed) on the eval data's training split")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="with a budget: sensitivity cache directory (default "
                                                         "$SLIMKIT_CACHE or ~/.cache/slimkit)")] = None,
     stream: Annotated[bool, typer.Option(help="Hugging Face causal LM directory: one decoder layer in memory at a "
@@ -115,10 +118,10 @@ def compress(
             console.print(Text("error: --stream and --max-memory apply to --recipe", style="bold red"))
             raise typer.Exit(2)
         _run(lambda: run_budget_compress(model, out, target_size, max_metric_loss, try_, max_trials, calib, eval_data,
-                                         calib_samples, overwrite, calib_guard, cache_dir))
+                                         calib_samples, overwrite, calib_guard, cache_dir, finetune_epochs))
         return
-    if try_:
-        console.print(Text.assemble(("error: ", "bold red"), "--try chooses among settings for a budget search; "
+    if try_ or finetune_epochs:
+        console.print(Text.assemble(("error: ", "bold red"), "--try and --finetune-epochs shape a budget search; "
                                     "with --recipe the recipe says what to apply"), highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     _run(lambda: _compress(model, recipe, out, calib, eval_data, calib_samples, overwrite, calib_guard, stream,

@@ -120,10 +120,10 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     control_trainer = build_trainer(control, recipe.train.model_copy(update={"distill": None}), str(mix[0].spec),
                                     eval_cfg.seq_len, checkpoint_dir=Path(f"{checkpoints}-control"),
                                     fingerprint=f"{fingerprint}-control") if control and recipe.train else None
-    steps = _apply_steps(bundle, recipe, trainer, loop)
+    steps = apply_steps(bundle, recipe, trainer, loop)
     if control is not None:
         console.print("the control: the same student through the same steps, trained without distillation")
-        _apply_steps(control, recipe, control_trainer, loop)
+        apply_steps(control, recipe, control_trainer, loop)
     if not is_main_process():  # under torchrun every process trains; rank 0 alone writes and measures
         return Report(str(model if isinstance(model, str) else bundle.source), steps, before, before, None,
                       ["not the main process of a multi-process run: rank 0 wrote and measured the output"])
@@ -195,7 +195,7 @@ def _export_beside(bundle: ModelBundle, recipe: Recipe, directory: Path) -> Expo
     return result
 
 
-def _apply_steps(bundle: ModelBundle, recipe: Recipe, trainer: Trainer | None,
+def apply_steps(bundle: ModelBundle, recipe: Recipe, trainer: Trainer | None,
                  loop: ForwardLoop | None) -> list[StepReport]:
     """Apply the recipe's steps to ``bundle`` in order (training groups through ``trainer``), recording each."""
     steps: list[StepReport] = []

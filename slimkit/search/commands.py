@@ -59,17 +59,20 @@ def run_analyze(model: str, data: str | None, tries: list[str], config: Sensitiv
 
 def run_budget_compress(model: str, out: Path, target_size: str | None, max_metric_loss: str | None,
                         tries: list[str] | None, max_trials: int, calib: list[str] | None, eval_data: str | None,
-                        calib_samples: int, overwrite: bool, calib_guard: bool, cache_dir: Path | None) -> None:
+                        calib_samples: int, overwrite: bool, calib_guard: bool, cache_dir: Path | None,
+                        finetune_epochs: int | None = None) -> None:
     """``slimkit compress MODEL --target-size / --max-metric-loss``: search, compress, print the report."""
     from slimkit.search.budget import Budget, parse_loss, parse_size
     from slimkit.search.run import compress_to_budget
+    from slimkit.train.recipe_training import TrainSection
 
     budget = Budget(parse_size(target_size) if target_size else None,
                     parse_loss(max_metric_loss) if max_metric_loss else None, max_trials)
     settings = parse_tries(list(tries or DEFAULT_TRIES))
     report = compress_to_budget(model, budget, settings, out, calib=calib or (), eval_data=eval_data,
                                 calib_samples=calib_samples, overwrite=overwrite, calib_guard=calib_guard,
-                                cache_dir=cache_dir)
+                                cache_dir=cache_dir,
+                                finetune=TrainSection(epochs=finetune_epochs) if finetune_epochs else None)
     console.print(Markdown(report.to_markdown()))
     console.print(Text.assemble(("wrote ", "bold green"), f"{out} (model, slimkit.json, recipe.yaml with the chosen "
                                 "settings, report.md, report.json, report.png, report.html)"), highlight=False)

@@ -4,7 +4,10 @@ Measures the original, runs (or reads from its cache) the sensitivity analysis o
 validation part, builds the search path from sensitivity per byte saved, and tries points of it as real
 recipes (RTN / magnitude / k-means, or GPTQ / SparseGPT when calibration data is given): each trial
 compresses a copy of the model, saves it to measure its true bytes on disk and evaluates it on the
-evaluation split (:mod:`slimkit.search.budget` decides which points). The kept trial's recipe then goes
+evaluation split (:mod:`slimkit.search.budget` decides which points). With ``finetune`` (a recipe ``train:``
+section) every trial also trains: ``train.finetune`` right after its pruning steps (masks fixed), or after
+its quantization steps when it prunes nothing (integer grids fixed), because one-shot pruning is what costs
+accuracy and fine-tuning is how it is won back. The kept trial's recipe then goes
 through the ordinary :func:`slimkit.pipeline.compress`, which writes the model, the reports and
 ``recipe.yaml``, so rerunning that recipe reproduces the chosen model.
 """
@@ -29,13 +32,15 @@ from slimkit.export.slimkit_format import saved_size
 from slimkit.method import ForwardLoop
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.loading import load_model
-from slimkit.pipeline import compress
+from slimkit.pipeline import apply_steps, compress
 from slimkit.preflight import check_compress
 from slimkit.progress import console, status
 from slimkit.recipe import Recipe
 from slimkit.report.report import Report
 from slimkit.search.budget import Budget, Trial, choose_point, relative_loss
 from slimkit.search.plan import Option, PathPoint, search_path
+from slimkit.train.finetune import FinetuneConfig
+from slimkit.train.recipe_training import TrainSection, build_trainer
 
 
 def path_options(table: SensitivityTable, settings: list[Setting]) -> dict[str, list[Option]]:
@@ -49,9 +54,11 @@ def path_options(table: SensitivityTable, settings: list[Setting]) -> dict[str, 
     return options
 
 
-def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: bool, eval_cfg: EvalConfig) -> Recipe:
+def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: bool, eval_cfg: EvalConfig,
+               finetune: TrainSection | None = None) -> Recipe:
     """An ordinary recipe applying ``choice`` (group -> setting key): one pruning step per sparsity, then one
-    quantization or weight-sharing step per grid, each targeting its groups' globs."""
+    quantization or weight-sharing step per grid, each targeting its groups' globs; with ``finetune``, a
+    ``train.finetune`` step after the pruning steps (or at the end when nothing is pruned) trained as it says."""
     prune: dict[float, list[str]] = {}
     grids: dict[Setting, list[str]] = {}
     for group in groups:
@@ -67,20 +74,29 @@ def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: boo
     steps: list[BaseConfig] = []
     for sparsity, include in sorted(prune.items()):
         steps += Setting(sparsity=sparsity).configs(tuple(include), calibrated)
+    if finetune is not None and steps:
+        steps.append(FinetuneConfig())
     for grid, include in sorted(grids.items(), key=lambda kv: kv[0].key):
         steps += grid.configs(tuple(include), calibrated)
     if not steps:
         raise ValueError("the chosen configuration leaves every layer untouched")
-    return Recipe(steps=tuple(steps), eval=eval_cfg)
+    if finetune is not None and not prune:
+        steps.append(FinetuneConfig())
+    return Recipe(steps=tuple(steps), eval=eval_cfg, train=finetune)
 
 
 def compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | None) -> ModelBundle:
-    """A copy of ``bundle`` with ``recipe``'s steps applied (the original is left as it is)."""
+    """A copy of ``bundle`` with ``recipe``'s steps applied (the original is left as it is); training steps
+    train as the recipe's ``train:`` section says, on its data (default: the recipe's evaluation data)."""
     trial = copy.copy(bundle)
     trial.model = copy.deepcopy(bundle.model)
     trial.applied = list(bundle.applied)
-    for step in recipe.steps:
-        apply(trial.model, step, loop if step.needs_calibration else None)
+    if recipe.train is None:
+        for step in recipe.steps:
+            apply(trial.model, step, loop if step.needs_calibration else None)
+        return trial
+    trainer = build_trainer(trial, recipe.train, recipe.eval.data or "fashion-mnist", recipe.eval.seq_len)
+    apply_steps(trial, recipe, trainer, loop)
     return trial
 
 
@@ -108,12 +124,12 @@ def trial_runner(bundle: ModelBundle, path: list[PathPoint], recipes: dict[int, 
 
 
 def lazy_recipes(path: list[PathPoint], groups: list[LayerGroup], calibrated: bool,
-                 eval_cfg: EvalConfig) -> dict[int, Recipe]:
+                 eval_cfg: EvalConfig, finetune: TrainSection | None = None) -> dict[int, Recipe]:
     """Point index -> its recipe, built when first asked for (a path has hundreds of points, trials use few)."""
 
     class Recipes(dict):  # type: ignore[type-arg]
         def __missing__(self, index: int) -> Recipe:
-            self[index] = recipe_for(path[index].choice, groups, calibrated, eval_cfg)
+            self[index] = recipe_for(path[index].choice, groups, calibrated, eval_cfg, finetune)
             return self[index]
 
     return Recipes()
@@ -133,7 +149,8 @@ def _search_section(budget: Budget, table: SensitivityTable, path: list[PathPoin
 def compress_to_budget(model: str | ModelBundle, budget: Budget, settings: list[Setting], out: str | Path, *,
                        calib: Sequence[str] = (), eval_data: str | None = None, calib_samples: int = 32,
                        overwrite: bool = False, calib_guard: bool = True, eval_config: EvalConfig | None = None,
-                       analysis: SensitivityConfig | None = None, cache_dir: Path | None = None) -> Report:
+                       analysis: SensitivityConfig | None = None, cache_dir: Path | None = None,
+                       finetune: TrainSection | None = None) -> Report:
     """Search per-layer settings that meet ``budget``, then compress ``model`` with them into ``out``.
 
     Args:
@@ -145,6 +162,7 @@ def compress_to_budget(model: str | ModelBundle, budget: Budget, settings: list[
         eval_data: evaluation data spec; its validation part feeds the sensitivity probe.
         eval_config: the evaluation settings (windows, latency, ...); ``eval_data`` overrides its data.
         analysis: the sensitivity probe budget; cache_dir: where its results are cached.
+        finetune: train every trial (and the chosen model) after its one-shot steps, as this section says.
     """
     out = Path(out)
     eval_cfg = eval_config or EvalConfig()
@@ -165,7 +183,7 @@ def compress_to_budget(model: str | ModelBundle, budget: Budget, settings: list[
     fixed = base_bytes - sum(table.bytes[g.name][UNTOUCHED] for g in table.groups)
     path = search_path(path_options(table, settings), fixed)
     loop = calibration_loop(bundle, parse_mix(list(calib)), calib_samples, eval_cfg.seq_len) if calib else None
-    recipes = lazy_recipes(path, table.groups, bool(calib), eval_cfg)
+    recipes = lazy_recipes(path, table.groups, bool(calib), eval_cfg, finetune)
     kept, trials = choose_point(path, budget, trial_runner(bundle, path, recipes, evaluation, before, loop))
     console.print(f"chose search point {kept.point}: {kept.size_bytes:,} bytes, loss {kept.loss:+.2%} "
                   f"({len(trials)} trials)")

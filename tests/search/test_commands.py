@@ -52,7 +52,8 @@ def test_compress_to_a_loss_budget_writes_a_rerunnable_recipe(tmp_path, lenet_di
     (["--recipe", "r.yaml", "--target-size", "1MB"], "give either --recipe or a budget"),
     (["--target-size", "forty"], "--target-size 'forty'"),
     (["--max-metric-loss", "1%", "--try", "bits=12"], "outside 2..8"),
-], ids=["neither", "both", "bad-size", "bad-try"])
+    (["--recipe", "r.yaml", "--finetune-epochs", "2"], "--finetune-epochs shape a budget search"),
+], ids=["neither", "both", "bad-size", "bad-try", "finetune-with-recipe"])
 def test_budget_mistakes_exit_2_naming_the_option(tmp_path, lenet_dir, extra, fragment):
     result = runner.invoke(app, ["compress", str(lenet_dir), "--out", str(tmp_path / "out"), *extra])
     assert result.exit_code == 2 and fragment in " ".join(result.output.split()), result.output

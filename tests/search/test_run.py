@@ -77,3 +77,40 @@ def test_the_reports_carry_the_search(runs):
     assert "## Budget search" in md and "metric loss ≤ 2.00%" in md
     html = (root / "loss" / "report.html").read_text()
     assert "Budget search" in html and html.count("data:image/png;base64,") == 4
+
+
+def test_a_finetuned_search_recipe_trains_after_pruning_and_before_the_grid():
+    from slimkit.eval.layer_groups import layer_groups
+    from slimkit.search.run import recipe_for
+    from slimkit.train.recipe_training import TrainSection
+
+    groups = layer_groups(trained_lenet_digits().model)
+    pruned_and_quantized = {g.name: "sparsity=0.9,bits=4" for g in groups}
+    methods = [s.method for s in recipe_for(pruned_and_quantized, groups, False, EvalConfig(data="digits"),
+                                            TrainSection(epochs=2)).steps]
+    assert methods.index("train.finetune") == len(methods) - 2  # after the pruning, before the one grid step
+    assert methods[0].startswith("prune.") and methods[-1].startswith("quant.")
+    quantized_only = {g.name: "bits=4" for g in groups}
+    recipe = recipe_for(quantized_only, groups, False, EvalConfig(data="digits"), TrainSection(epochs=2))
+    assert recipe.steps[-1].method == "train.finetune" and recipe.train.epochs == 2
+    assert recipe_for(quantized_only, groups, False, EvalConfig(data="digits")).train is None
+
+
+def test_a_finetuned_trial_keeps_its_masks_and_wins_back_accuracy():
+    from slimkit.eval.layer_groups import layer_groups
+    from slimkit.search.run import compressed_copy, recipe_for
+    from slimkit.train.recipe_training import TrainSection
+
+    bundle = trained_lenet_digits()
+    groups = layer_groups(bundle.model)
+    choice = {g.name: "sparsity=0.9" for g in groups}
+    cfg = EvalConfig(data="digits")
+    one_shot = compressed_copy(bundle, recipe_for(choice, groups, False, cfg), None)
+    tuned = compressed_copy(bundle, recipe_for(choice, groups, False, cfg, TrainSection(epochs=3)), None)
+    for name, weight in one_shot.model.named_parameters():
+        if name.endswith("weight"):
+            tuned_weight = dict(tuned.model.named_parameters())[name]
+            assert torch.equal(weight == 0, tuned_weight == 0), name  # the pruning masks did not move
+    evaluation = Evaluation(bundle, cfg)
+    assert evaluation.quality(tuned) > evaluation.quality(one_shot) + 0.05
+    assert evaluation.quality(bundle) == evaluation.quality(trained_lenet_digits())  # the original is untouched
