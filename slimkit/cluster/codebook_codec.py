@@ -42,8 +42,15 @@ from slimkit.cluster.streams import (
     positions_from_symbols,
     unpack_fixed,
 )
-from slimkit.export.registry import Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
-from slimkit.quantize.int_codec import FLOAT_DTYPES
+from slimkit.export.registry import (
+    FLOAT_DTYPES,
+    Codec,
+    Entry,
+    FormatError,
+    entry_shape,
+    register_codec,
+    stored_tensor,
+)
 
 LAYOUTS = ("dense", "sparse")
 

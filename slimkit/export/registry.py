@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 #: The header codec of a tensor stored as another entry (tied weights): handled by the format itself.
 ALIAS = "alias"
+#: Float dtypes a codec may store scales, codebooks or values in (checked when a header is read).
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 Entry = dict[str, Any]
 

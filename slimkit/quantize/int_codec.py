@@ -16,12 +16,11 @@ from typing import Any, get_args
 import torch
 from torch import Tensor, nn
 
-from slimkit.export.registry import Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
+from slimkit.export.registry import FLOAT_DTYPES, Codec, Entry, FormatError, entry_shape, register_codec, stored_tensor
 from slimkit.quantize.packing import pack_bits, packed_nbytes, unpack_bits
 from slimkit.quantize.primitives import Granularity, GridKind, QuantScheme, dequantize
 from slimkit.quantize.record import QuantRecord, quant_records, record_integers, set_quant_record
 
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 _SCHEME_KEYS = ("bits", "symmetric", "granularity", "group_size")
 
 
