@@ -274,12 +274,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             ("minutes", lambda r: fmt(r["seconds"] / 60, ".1f")),
             ("perplexity before → after (report)", lambda r: f"{r['perplexity_report_before']:.3f} → "
                                                               f"{r['perplexity_report_after']:.3f}"),
-            ("output MB", lambda r: fmt(r["output_bytes"] / 1e6, ".0f")),
+            ("output MB", lambda r: fmt(r["output_bytes"] / 1e6, ".0f")), ("load", lambda r: r.get("load_1min")),
             ("run date", lambda r: r["date"]), ("commit", lambda r: r["commit"])]
     lines = ["# Compressing models larger than RAM", "",
              "Peak RSS is each `slimkit compress` process's own peak resident set (`VmHWM`, written as it exits), "
              "in GB of 10^9 bytes; `estimate` is what the memory guard predicted before the job started "
-             "(printed in the job's report). Each job ran alone, in a fresh process.", "",
+             "(printed in the job's report). Each job ran in a fresh process; `load` is the machine's 1-minute load "
+             "average when its row was written (2 cores: above 2, other work shared the CPU and the minutes are "
+             "slower than this job alone would take; memory is unaffected).", "",
              f"## SmolLM2-135M, GPTQ int4 g128 symmetric ({meta['calib_samples']} × 512 calibration tokens)", "",
              f"Baseline: {SMOLLM2_BASELINE}, saved as a Hugging Face safetensors directory. In memory with "
              "`--no-calib-guard` (the streamed run has no guard); report perplexities on "
