@@ -24,7 +24,7 @@ from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.mix import MixPart, parse_mix
 from slimkit.eval.calibration_guard import calibration_free_steps, run_calibration_guard
-from slimkit.eval.evaluate import Evaluation
+from slimkit.eval.evaluate import Evaluation, default_data
 from slimkit.eval.layer_groups import layer_storage
 from slimkit.export.formats import ExportResult, check_requirements, export_format, write_checked
 from slimkit.export.slimkit_format import REPORT_FILES, check_output, saved_size, write_into
@@ -44,10 +44,6 @@ from slimkit.report.report import Report
 from slimkit.train.distributed import is_main_process
 from slimkit.train.recipe_training import Trainer, build_trainer
 from slimkit.train.teachers import default_checkpoint_dir, distillation_models, run_fingerprint
-
-
-def _default_data(bundle: ModelBundle) -> str:
-    return "fashion-mnist" if bundle.kind == "torch" else "pydoc"
 
 
 def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib: str | Sequence[str] | None = None,
@@ -106,8 +102,7 @@ def compress(model: str | ModelBundle, recipe: Recipe, out: str | Path, *, calib
     converted = _conversion_notes(bundle, evaluation)  # before any step: the conversion alone
     distill = recipe.train.distill if recipe.train else None
     bundle, teacher = distillation_models(bundle, distill, recipe.train.seed if recipe.train else 0)
-    default_data = eval_cfg.data or _default_data(bundle)
-    mix = parse_mix(calib_parts or [default_data])
+    mix = parse_mix(calib_parts or [eval_cfg.data or default_data(bundle)])
     loop = _calibration(bundle, recipe, mix, calib_samples, eval_cfg.seq_len)
     checkpoints = default_checkpoint_dir(out)  # a killed run resumes from here when rerun
     fingerprint = run_fingerprint(str(model if isinstance(model, str) else bundle.source), recipe.to_dict(),

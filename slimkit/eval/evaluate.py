@@ -76,14 +76,18 @@ def _check_images_fit(bundle: ModelBundle, sample: tuple[int, ...], data: str) -
                      "evaluate it on data of its input size (--data, e.g. digits for 8×8 = 64 features)")
 
 
+def default_data(bundle: ModelBundle) -> str:
+    """The data spec a model is calibrated, trained and evaluated on when none is named."""
+    return "fashion-mnist" if bundle.kind == "torch" else "pydoc"
+
+
 class Evaluation:
     """Fixed evaluation inputs for one kind of model, reused for every model measured."""
 
     def __init__(self, bundle: ModelBundle, config: EvalConfig | None = None) -> None:
         self.config = config or EvalConfig()
         self.kind = bundle.kind
-        default = "fashion-mnist" if bundle.kind == "torch" else "pydoc"
-        self.spec = parse_data_spec(self.config.data or default)
+        self.spec = parse_data_spec(self.config.data or default_data(bundle))
         self.reference: Tensor | None = None
         self._prepare_inputs(bundle)
 

@@ -39,6 +39,7 @@ def sensitivity_markdown(table: SensitivityTable) -> str:
 def run_analyze(model: str, data: str | None, tries: list[str], config: SensitivityConfig, cache_dir: Path | None,
                 as_json: bool) -> None:
     """``slimkit analyze``: score every layer group under every tried setting and print the table."""
+    from slimkit.eval.evaluate import default_data
     from slimkit.models.loading import load_model
     from slimkit.preflight import check_data_spec, check_model_spec
 
@@ -47,7 +48,7 @@ def run_analyze(model: str, data: str | None, tries: list[str], config: Sensitiv
         check_data_spec(data)
     check_model_spec(model)
     bundle = load_model(model)
-    default = "fashion-mnist" if bundle.kind == "torch" else "pydoc"
+    default = default_data(bundle)
     table = analyze_sensitivity(bundle, data or default, settings, config, cache_dir)
     if as_json:
         print(json.dumps({"model": model, "data": data or default, **table.to_dict()}))

@@ -24,7 +24,7 @@ from slimkit.api import apply
 from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.mix import parse_mix
-from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
+from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig, default_data
 from slimkit.eval.layer_groups import LayerGroup
 from slimkit.eval.sensitivity import UNTOUCHED, SensitivityConfig, SensitivityTable, analyze_sensitivity
 from slimkit.eval.settings import Setting, search_options
@@ -71,17 +71,14 @@ def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: boo
         grid = Setting(setting.bits, setting.group_size, setting.codebook)
         if grid.key:
             grids.setdefault(grid, []).extend(group.include)
-    steps: list[BaseConfig] = []
-    for sparsity, include in sorted(prune.items()):
-        steps += Setting(sparsity=sparsity).configs(tuple(include), calibrated)
-    if finetune is not None and steps:
-        steps.append(FinetuneConfig())
-    for grid, include in sorted(grids.items(), key=lambda kv: kv[0].key):
-        steps += grid.configs(tuple(include), calibrated)
-    if not steps:
+    pruning = [c for sparsity, include in sorted(prune.items())
+               for c in Setting(sparsity=sparsity).configs(tuple(include), calibrated)]
+    grid_steps = [c for grid, include in sorted(grids.items(), key=lambda kv: kv[0].key)
+                  for c in grid.configs(tuple(include), calibrated)]
+    if not pruning and not grid_steps:
         raise ValueError("the chosen configuration leaves every layer untouched")
-    if finetune is not None and not prune:
-        steps.append(FinetuneConfig())
+    recovery: list[BaseConfig] = [FinetuneConfig()] if finetune is not None else []
+    steps = pruning + recovery + grid_steps if pruning else grid_steps + recovery
     return Recipe(steps=tuple(steps), eval=eval_cfg, train=finetune)
 
 
@@ -95,7 +92,7 @@ def compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | Non
         for step in recipe.steps:
             apply(trial.model, step, loop if step.needs_calibration else None)
         return trial
-    trainer = build_trainer(trial, recipe.train, recipe.eval.data or "fashion-mnist", recipe.eval.seq_len)
+    trainer = build_trainer(trial, recipe.train, recipe.eval.data or default_data(trial), recipe.eval.seq_len)
     apply_steps(trial, recipe, trainer, loop)
     return trial
 

@@ -74,6 +74,8 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
     total = config.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total)))
     model.train()
+    if teacher is not None:
+        teacher.model.eval()  # dropout / batch-norm statistics of the teacher stay fixed
     losses, step, start = [], 0, time.perf_counter()
 
     def out_of_time() -> bool:
@@ -87,7 +89,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig
                 loss = F.cross_entropy(logits, y[idx])
                 if teacher is not None:
                     with torch.no_grad():
-                        teacher_logits = teacher.model.eval()(x[idx])
+                        teacher_logits = teacher.model(x[idx])
                     loss = mix(kd_kl(logits, teacher_logits, teacher.temperature), loss, teacher.alpha)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
