@@ -1,4 +1,4 @@
-"""Atomic output: a directory appears complete or not at all, and a stop never leaves litter behind.
+"""Atomic output: a directory or file appears complete or not at all, and a stop never leaves litter behind.
 
 Outputs are built in a hidden temporary sibling and renamed into place, so a crash, a bad recipe,
 Ctrl-C or SIGTERM never leaves a half-written model directory or overwrites a user's existing one.
@@ -134,6 +134,33 @@ def _publish_permissions(root: Path) -> None:
     root.chmod(0o777 & ~umask)
     for p in root.rglob("*"):
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+@contextmanager
+def atomic_file(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``out`` that replaces ``out`` only if the block succeeds.
+
+    An existing ``out`` is refused unless ``overwrite``; a directory or link is never replaced.
+    """
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+        if out.is_symlink() or not out.is_file():
+            raise FileExistsError(f"{out} exists and is not a regular file; slimkit replaces only a file it wrote")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sigterm_raises():
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=out.suffix, dir=out.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def directory_bytes(path: Path) -> int:

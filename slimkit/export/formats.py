@@ -15,17 +15,14 @@ The slimkit packed directory itself is not in this registry: it is what ``compre
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from slimkit.atomic import atomic_directory, directory_bytes, sigterm_raises
+from slimkit.atomic import atomic_directory, atomic_file, directory_bytes
 from slimkit.config import FrozenModel
 from slimkit.models.bundle import ModelBundle
 
@@ -143,33 +140,6 @@ def parse_options(fmt: ExportFormat, options: dict[str, Any] | FrozenModel | Non
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
                              for e in err.errors())
         raise ValueError(f"export format {fmt.name!r} options: {problems}") from None
-
-
-@contextmanager
-def atomic_file(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``out`` that replaces ``out`` only if the block succeeds.
-
-    An existing ``out`` is refused unless ``overwrite``; a directory or link is never replaced.
-    """
-    out = Path(out)
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
-        if out.is_symlink() or not out.is_file():
-            raise FileExistsError(f"{out} exists and is not a regular file; slimkit replaces only a file it wrote")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with sigterm_raises():
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=out.suffix, dir=out.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            yield tmp
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def check_export(name: str, out: Path, options: dict[str, Any] | FrozenModel | None, *, overwrite: bool

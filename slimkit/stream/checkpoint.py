@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from slimkit.atomic import atomic_directory
+from slimkit.atomic import atomic_directory, atomic_file
 
 RUN_FILE, STATE_FILE, TENSORS_FILE = "run.json", "state.json", "compressed.safetensors"
 #: Where a spilled run writes layer 0's captured inputs, before the fingerprint (which hashes them) is known.
@@ -81,7 +81,8 @@ class LayerCheckpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         for litter in self.directory.glob(".layer-*"):  # a layer being written when the job was killed
             shutil.rmtree(litter, ignore_errors=True)
-        run.write_text(json.dumps({"fingerprint": self.fingerprint}))
+        with atomic_file(run, overwrite=True) as tmp:  # never a half-written run.json
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint}))
         finished = 0
         while (self.layer_dir(finished) / STATE_FILE).is_file():
             finished += 1
