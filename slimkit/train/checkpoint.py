@@ -35,6 +35,7 @@ class RunState:
     val: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
     best_step: int | None = None
     best_val: float | None = None
+    val_before: float | None = None  # validation loss before the first step
     seconds: float = 0.0
 
 

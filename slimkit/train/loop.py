@@ -147,6 +147,8 @@ def run_training(objective: nn.Module, n: int, batch_of: Callable[[Tensor], Any]
         torch.manual_seed(settings.seed)
         if rng is not None:
             torch.set_rng_state(rng)
+        if val_batches and state.step == 0 and state.val_before is None:
+            state.val_before = validation_loss(objective, val_batches)  # what training starts from
         while state.step < total:
             step = state.step
             for group in opt.param_groups:
@@ -190,6 +192,8 @@ def run_training(objective: nn.Module, n: int, batch_of: Callable[[Tensor], Any]
 def _result(state: RunState, resumed_from: int | None, settings: LoopSettings) -> TrainLosses:
     losses = TrainLosses(state.losses)
     losses.stats = {"train_resumed_from_step": resumed_from}
+    if state.val_before is not None:
+        losses.stats["val_loss_before"] = round(state.val_before, 4)
     if state.val:
         losses.stats.update({"val_loss_first": round(state.val[0][1], 4), "val_loss_last": round(state.val[-1][1], 4),
                              "val_loss_best": round(state.best_val or 0.0, 4), "val_best_step": state.best_step,

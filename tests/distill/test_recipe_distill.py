@@ -106,13 +106,20 @@ def test_after_sparsegpt_the_fine_tuned_model_has_exactly_the_same_zeros(tmp_pat
     assert zeros == pytest.approx(before, abs=1e-9) and report.steps[-1].stats["masked_sparsity"] == 0.5
 
 
-def test_structured_pruning_then_distillation_recovers_towards_the_teacher(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_structured_pruning_then_distillation_recovers_towards_the_teacher(tmp_path, seed):
+    teacher = tiny_llama_bundle()
+    with torch.no_grad():  # a random tiny Llama barely uses its FFNs: make them matter, so halving them hurts
+        for layer in teacher.model.model.layers:
+            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                proj.weight.mul_(10 ** 0.5)
     steps = [{"method": "prune.structured", "structure": "ffn", "importance": "l2", "fraction": 0.5},
              {"method": "train.finetune"}]
-    train = {"samples": 16, "batch_size": 4, "lr": 3e-3, "eval_every": 2, "keep_best": True,
+    train = {"samples": 16, "batch_size": 4, "lr": 1e-3, "eval_every": 2, "keep_best": True, "seed": seed,
              "distill": {"alpha": 1.0, "features": [{"student": "model.layers.1", "teacher": "model.layers.1"}]}}
-    report = compress(tiny_llama_bundle(), _recipe(steps, train, LM_EVAL), tmp_path / "out", calib_guard=False)
+    report = compress(teacher, _recipe(steps, train, LM_EVAL), tmp_path / "out", calib_guard=False)
     stats = report.steps[-1].stats
-    assert stats["val_loss_best"] < stats["val_loss_first"]  # closer to the teacher on held-out windows
+    # closer to the teacher on held-out windows than the pruned model was before training (0.0194 -> 0.0155)
+    assert stats["val_loss_best"] < 0.9 * stats["val_loss_before"]
     reloaded = slimkit.load(str(tmp_path / "out"))
     assert reloaded.model.model.layers[0].mlp.up_proj.out_features == 48  # 96 FFN channels halved, reloads
