@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slimkit.api import apply
 from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.mix import parse_mix
@@ -88,12 +87,9 @@ def compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | Non
     trial = copy.copy(bundle)
     trial.model = copy.deepcopy(bundle.model)
     trial.applied = list(bundle.applied)
-    if recipe.train is None:
-        for step in recipe.steps:
-            apply(trial.model, step, loop if step.needs_calibration else None)
-        return trial
-    trainer = build_trainer(trial, recipe.train, recipe.eval.data or default_data(trial), recipe.eval.seq_len)
-    apply_steps(trial, recipe, trainer, loop)
+    trainer = None if recipe.train is None else build_trainer(
+        trial, recipe.train, recipe.eval.data or default_data(trial), recipe.eval.seq_len)
+    apply_steps(trial, recipe, trainer, loop)  # records each step, so the saved trial carries its configs
     return trial
 
 

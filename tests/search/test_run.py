@@ -114,3 +114,6 @@ def test_a_finetuned_trial_keeps_its_masks_and_wins_back_accuracy():
     evaluation = Evaluation(bundle, cfg)
     assert evaluation.quality(tuned) > evaluation.quality(one_shot) + 0.05
     assert evaluation.quality(bundle) == evaluation.quality(trained_lenet_digits())  # the original is untouched
+    # both copies record their steps (the saved trial's header carries them), the original records none
+    assert {a["method"] for a in one_shot.applied} == {"prune.magnitude"} and bundle.applied == []
+    assert [a["method"] for a in tuned.applied][-1] == "train.finetune"
