@@ -87,7 +87,8 @@ def test_a_pruned_cnn_exports_its_smaller_shapes_and_int8_static_calibrates_on_a
 
 def test_encoder_fp32_and_int8_dynamic(tmp_path):
     bundle = ModelBundle(tiny_bert(), "encoder", "tiny-bert")
-    fp32 = export_model(bundle, "onnx", tmp_path / "f.onnx", BOTH)
+    fp32 = export_model(bundle, "onnx", tmp_path / "f.onnx", ALL)
+    assert [c.runtime for c in fp32.checks] == ["onnxruntime", "openvino", "tvm"]  # TVM reads transformers too
     assert all(c.max_abs_diff < 1e-4 * 10 and c.passed for c in fp32.checks)
     int8 = export_model(bundle, "onnx", tmp_path / "q.onnx", {"precision": "int8-dynamic",
                                                               "keep_float": ["encoder.layer.*.output.dense"]})
@@ -290,6 +291,20 @@ def test_minilm_int8_dynamic_keeps_the_embeddings(tmp_path):
     with torch.no_grad():
         expected = bundle.model.encode(texts, convert_to_tensor=True)
     assert float(F.cosine_similarity(torch.tensor(np.concatenate(got)), expected).mean()) >= 0.99
+
+
+@pytest.mark.real_model
+def test_minilm_compiles_in_tvm_and_matches_fp32_and_int8_dynamic(tmp_path):
+    from slimkit.models.loading import load_model
+
+    bundle = load_model("minilm-l6")  # sentence-transformers: the whole pipeline -> sentence_embedding
+    for precision, tolerance in (("fp32", 1e-5), ("int8-dynamic", 0.1)):
+        result = export_model(bundle, "onnx", tmp_path / f"{precision}.onnx",
+                              {"precision": precision, "check": ["onnxruntime", "tvm"]})
+        ort_check, tvm_check = result.checks
+        assert tvm_check.runtime == "tvm" and tvm_check.passed and tvm_check.max_abs_diff < tolerance
+        # TVM computes the same int8 arithmetic as ONNX Runtime, not merely something close to PyTorch
+        assert abs(tvm_check.max_abs_diff - ort_check.max_abs_diff) < 1e-5
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")

@@ -6,18 +6,22 @@ name) to the list of outputs. :func:`compare` runs the runtime and PyTorch on th
 and the median latency of each (timed round-robin, one call of each per round, so that a busy machine
 slows both alike). OpenVINO's CPU plugin is asked for f32 inference: on CPUs with bf16 it would otherwise
 compute in bf16 by default, and the check would measure that instead of the file. TVM (``apache-tvm``, Relax
-ONNX frontend, target ``llvm``) compiles classifiers; on the transformer graphs torch's exporter writes
-(tiny BERT, opset 18) its frontend stops at a Reshape whose input shape it cannot infer (tvm 0.27), which the
-check reports as an error naming TVM.
+ONNX frontend, target ``llvm``) compiles for concrete input shapes; its frontend cannot infer a Reshape whose
+target shape torch's exporter computes from ``Shape`` ops (every transformer graph), so each input shape gets
+a copy of the file with those shapes fixed and folded to constants by ONNX Runtime's basic optimizer (pure
+ONNX rewrites, no contrib ops) before TVM reads it.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +75,8 @@ def tvm_module(path: Path, threads: int | None = None) -> Run:
         key = tuple(feed[n].shape for n in names)
         if key not in machines:
             try:
-                mod = from_onnx(model, shape_dict={n: list(feed[n].shape) for n in names},
+                static = _shapes_folded(model, {n: feed[n].shape for n in names})
+                mod = from_onnx(static, shape_dict={n: list(feed[n].shape) for n in names},
                                 dtype_dict={n: str(feed[n].dtype) for n in names})
                 executable = tvm.compile(relax.get_pipeline("zero")(mod), target="llvm")
             except Exception as err:  # noqa: BLE001 - TVM raises its own error types from C++
@@ -86,6 +91,25 @@ def tvm_module(path: Path, threads: int | None = None) -> Run:
         return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
 
     return run
+
+
+def _shapes_folded(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
+    """A copy of ``model`` with its inputs fixed to ``shapes`` and the shape arithmetic folded to constants
+    by ONNX Runtime's basic graph optimizations (constant folding and ONNX-level eliminations only)."""
+    import onnx
+    import onnxruntime as ort
+
+    static = copy.deepcopy(model)
+    for graph_input in static.graph.input:
+        for dim, size in zip(graph_input.type.tensor_type.shape.dim, shapes[graph_input.name], strict=True):
+            dim.Clear()
+            dim.dim_value = int(size)
+    with tempfile.TemporaryDirectory(prefix="slimkit-tvm-") as work:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(work) / "folded.onnx")
+        ort.InferenceSession(static.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
 
 
 @dataclass(frozen=True)
