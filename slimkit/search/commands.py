@@ -48,10 +48,10 @@ def run_analyze(model: str, data: str | None, tries: list[str], config: Sensitiv
         check_data_spec(data)
     check_model_spec(model)
     bundle = load_model(model)
-    default = default_data(bundle)
-    table = analyze_sensitivity(bundle, data or default, settings, config, cache_dir)
+    data = data or default_data(bundle)
+    table = analyze_sensitivity(bundle, data, settings, config, cache_dir)
     if as_json:
-        print(json.dumps({"model": model, "data": data or default, **table.to_dict()}))
+        print(json.dumps({"model": model, "data": data, **table.to_dict()}))
         return
     console.print(Markdown(sensitivity_markdown(table)))
     console.print(Text(f"{table.evaluations} model evaluations this run; cached in {table.cache_file}"),

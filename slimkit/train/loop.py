@@ -147,7 +147,7 @@ def run_training(objective: nn.Module, n: int, batch_of: Callable[[Tensor], Any]
         torch.manual_seed(settings.seed)
         if rng is not None:
             torch.set_rng_state(rng)
-        if val_batches and state.step == 0 and state.val_before is None:
+        if val_batches and state.step == 0:  # a resumed run keeps its checkpointed value
             state.val_before = validation_loss(objective, val_batches)  # what training starts from
         while state.step < total:
             step = state.step
