@@ -226,12 +226,17 @@ def plan_memory(spec: str, recipe: Recipe, *, calib_samples: int, eval_config: E
     limit streams when it can and fits, else is refused with both estimates.
 
     Raises:
-        ValueError: the job cannot run within ``max_memory`` (default: physical RAM), or cannot stream.
+        ValueError: the job cannot run within ``max_memory`` (default: physical RAM), or cannot stream, or
+            ``max_memory`` was given for a model whose memory cannot be estimated before loading.
     """
     limit = max_memory if max_memory is not None else physical_memory()
     shapes = model_shapes(spec)
     in_memory = estimate(shapes, recipe, calib_samples=calib_samples, eval_config=eval_config, streamed=False,
                          calib_guard=calib_guard) if shapes else None
+    if in_memory is None and max_memory is not None and not stream:
+        raise ValueError(f"--max-memory: {spec} is not a Hugging Face safetensors directory, the only kind whose "
+                         "memory slimkit can estimate before loading it, so the limit could not be honoured; save "
+                         "the model as one (save_pretrained) or leave --max-memory out")
     if not stream and (in_memory is None or in_memory.total <= limit):
         return MemoryPlan(False, False, limit, in_memory, in_memory)
     why_not = _why_not_streamable(spec, recipe)

@@ -159,6 +159,8 @@ def _memory_plan(model: str | ModelBundle, recipe: Recipe, eval_data: str | None
     if not isinstance(model, str):
         if stream:
             raise ValueError("--stream reads a model directory layer by layer; this model is already in memory")
+        if max_memory is not None:
+            raise ValueError("--max-memory is checked before a model loads; this model is already in memory")
         return None
     eval_cfg = recipe.eval.model_copy(update={"data": eval_data}) if eval_data else recipe.eval
     plan = plan_memory(model, recipe, calib_samples=calib_samples, eval_config=eval_cfg, stream=stream,

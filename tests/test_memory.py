@@ -105,6 +105,19 @@ def test_a_job_that_cannot_stream_says_why_when_it_does_not_fit(tmp_path):
                     max_memory=10**8)
 
 
+def test_max_memory_is_refused_for_a_model_without_an_estimate(tmp_path):
+    from slimkit.export.slimkit_format import save
+    from tests._models import tiny_llama_bundle
+
+    save(tiny_llama_bundle(), tmp_path / "out")  # a slimkit output: no safetensors headers to estimate from
+    with pytest.raises(ValueError, match="--max-memory: .* could not be honoured"):
+        plan_memory(str(tmp_path / "out"), GPTQ, calib_samples=4, eval_config=GPTQ.eval, stream=False,
+                    max_memory=10**8)
+    plan = plan_memory(str(tmp_path / "out"), GPTQ, calib_samples=4, eval_config=GPTQ.eval, stream=False,
+                       max_memory=None)  # without a limit it runs, and the report says there was no estimate
+    assert plan.estimate is None and not plan.stream
+
+
 @pytest.mark.parametrize("text, expected", [("16GB", 16 * 10**9), ("12GiB", 12 * 2**30), ("500MB", 5 * 10**8)])
 def test_max_memory_sizes(text, expected):
     assert parse_memory(text) == expected
