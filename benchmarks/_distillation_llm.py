@@ -11,8 +11,9 @@ MiniLM. Every row is measured on the pydoc evaluation split; the learning rate i
   ``--budget`` seconds of training with and without distillation (alpha 0.5, T = 2) at the learning rate the
   recovery section chose: perplexity, parameters, greedy decode tokens/s at batch 1.
 * ``minilm``: ``minilm-l6`` → every other encoder layer (3), trained to the teacher's sentence embeddings on
-  ``--sentences`` pydoc sentences (cosine loss, 3 epochs), learning rate chosen on val sentences; target:
-  mean cosine with the teacher's embeddings ≥ 0.90 on the evaluation sentences; size and latency ratios.
+  ``--sentences`` pydoc sentences (cosine loss, ``--minilm-epochs``), learning rate (``--minilm-lrs``) chosen
+  by the cosine on val sentences; target: mean cosine with the teacher's embeddings ≥ 0.90 on the evaluation
+  sentences; size and latency ratios (latency timed round-robin, 32 sentences per call).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from typing import Any
 
 import torch
-from _common import SMOLLM2_BASELINE, markdown_table, provenance, release_memory
+from _common import SMOLLM2_BASELINE, latencies_round_robin, markdown_table, provenance, release_memory
 
 import slimkit
 from slimkit.api import apply, apply_with_training
@@ -32,7 +33,6 @@ from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, sentences, token_windows
 from slimkit.distill.depth import DropLayersConfig
 from slimkit.distill.section import DistillSection
-from slimkit.eval.latency import time_workload
 from slimkit.eval.metrics import count_params, mean_cosine, perplexity
 from slimkit.eval.speed import measure_speeds
 from slimkit.export.slimkit_format import saved_size
@@ -149,23 +149,24 @@ def minilm_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     student = _copy(base)
     apply(student.model, DropLayersConfig(keep_every=2))
     trained = {}
-    for lr in args.lm_lrs:
+    for lr in args.minilm_lrs:
         candidate = _copy(student)
-        section = TrainSection(data="pydoc", samples=args.sentences, epochs=3, batch_size=32, lr=lr, seed=0,
-                               distill=DistillSection())
+        section = TrainSection(data="pydoc", samples=args.sentences, epochs=args.minilm_epochs, batch_size=32, lr=lr,
+                               seed=0, distill=DistillSection())
         trained[lr] = candidate, _train(candidate, section, teacher)
     lr = max(trained, key=lambda c: mean_cosine(val_reference, _encode(trained[c][0].model, val)))
     variants = [("teacher (6 layers)", base, {}), ("3 layers, untrained", student, {}),
-                *((f"3 layers, distilled (lr {c})", b, {**s, "lr": c, "chosen": c == lr})
+                *((f"3 layers, distilled (lr {c})", b, {**s, "lr": c, "epochs": args.minilm_epochs, "chosen": c == lr})
                   for c, (b, s) in trained.items())]
-    dense_bytes, dense_ms = saved_size(base), None
+    latencies = latencies_round_robin([lambda b=b: _encode(b.model, texts[:32]) for _, b, _ in variants], 32,
+                                      rounds=3, repeats=5)
+    dense_bytes, dense_ms = saved_size(base), latencies[0]
     rows = []
-    for label, bundle, extra in variants:
+    for (label, bundle, extra), ms in zip(variants, latencies, strict=True):
         size = saved_size(bundle)
-        ms = time_workload(lambda b=bundle: _encode(b.model, texts[:32]), 32, repeats=5).median_ms
-        dense_ms = dense_ms or ms
         rows.append({"section": "minilm", "table": "minilm", "variant": label, "sentences": len(texts),
                      "mean_cosine": round(mean_cosine(reference, _encode(bundle.model, texts)), 4),
+                     "val_cosine": round(mean_cosine(val_reference, _encode(bundle.model, val)), 4),
                      "bytes_on_disk": size, "size_ratio": round(dense_bytes / size, 2),
                      "latency_ms_32": round(ms, 1), "speedup": round(dense_ms / ms, 2), **extra, **provenance()})
         print(rows[-1], flush=True)
@@ -198,8 +199,9 @@ def llm_markdown(rows: list[dict[str, Any]], columns: Any) -> list[str]:
     mini = [r for r in rows if r["section"] == "minilm"]
     if mini:
         out += ["## MiniLM-L6 → 3-layer student (every other layer)", ""]
-        out += markdown_table(columns("variant", "mean_cosine", "bytes_on_disk", "size_ratio", "latency_ms_32",
-                                      "speedup", "lr", "chosen", "train_steps", "train_seconds"), mini) + [""]
+        out += markdown_table(columns("variant", "mean_cosine", "val_cosine", "bytes_on_disk", "size_ratio",
+                                      "latency_ms_32", "speedup", "lr", "epochs", "chosen", "train_steps",
+                                      "train_seconds"), mini) + [""]
         chosen = next(r for r in mini if r.get("chosen"))
         out += [f"**{'MET' if chosen['mean_cosine'] >= MINILM_TARGET else 'MISSED'}**: mean cosine "
                 f"{chosen['mean_cosine']} (target ≥ {MINILM_TARGET}), {chosen['size_ratio']}× smaller, "
