@@ -225,7 +225,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=900, help="seconds of training for the 20-layer student")
     p.add_argument("--sentences", type=int, default=4096,
                    help="MiniLM training sentences (at most the calibration split's 2,388)")
-    p.add_argument("--minilm-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
+    p.add_argument("--minilm-lrs", type=float, nargs="+", default=[1e-3, 3e-3],
                    help="MiniLM student learning rates, chosen by the val cosine")
     p.add_argument("--minilm-epochs", type=int, default=8)
     p.add_argument("--eval-sentences", type=int, default=256, help="MiniLM evaluation sentences (half as many val)")

@@ -40,7 +40,8 @@ def test_mistakes_are_found_before_training_with_one_paragraph_and_exit_2(tmp_pa
     cases = [
         (["lenet-300-100", "--data", "digits"],
          "takes inputs of shape (784,), but digits has samples of shape (1, 8, 8)"),
-        (["lenet-301", "--data", "digits"], "unknown architecture 'lenet-301'; registered: "),
+        (["lenet-301", "--data", "digits"],
+         "unknown architecture 'lenet-301'; registered: layer-chain, lenet-300-100, lenet-5, mlp, small-cnn"),
         (["lenet-5", "--data", "pydoc"], "trains image classifiers; pydoc is text"),
         (["lenet-5", "--data", "fashion-mnist:/nowhere"], "/nowhere: no train-images-idx3-ubyte"),
         (["lenet-5", "--data", "digits", "--lr", "0"], "--lr must be a positive number"),
