@@ -3,19 +3,23 @@
 Run ``flock /tmp/slimkit-heavy.lock python benchmarks/llm_deploy.py`` (about 1.5-2 hours on 2 cores; ``--windows``
 and ``--calib-samples`` shorten it). Sections (``--sections``, written after every row, ``--resume`` keeps rows):
 
-* ``gguf``: for Q4_0, Q8_0 and Q4_1, the GGUF file written from the fp32 model by the gguf package's own
-  quantizer (llama.cpp's reference rules, ``gguf.quants``; the tied embedding Q8_0 as llama.cpp picks it) beside
-  files written from slimkit's RTN / GPTQ / AWQ on the same grid (``gguf: q4_0`` ...; calibrated on the pydoc
-  calibration split). Per file: bytes, whether every slimkit value survived exactly (the gguf reader's check),
-  and perplexity of the file's values (read back with the gguf reader into the PyTorch model) on the pydoc
-  evaluation split. Targets: same size ±2% and lower perplexity than the gguf.quants file (Q8_0: ≤).
+* ``gguf``: for Q4_0, Q8_0 and Q4_1, llama.cpp's own quantization of the fp32 model (``llama_model_quantize``
+  from an F32 GGUF, its default tensor types; needs ``llama-cpp-python``) and the file the gguf package's
+  quantizer writes (llama.cpp's reference rules, ``gguf.quants``; the tied embedding Q8_0) beside files written
+  from slimkit's RTN / GPTQ / AWQ on the same grid (``gguf: q4_0`` ...; calibrated on the pydoc calibration
+  split). Per file: bytes, whether every slimkit value survived exactly (the gguf reader's check), perplexity
+  on the pydoc evaluation split of the file's values read back into the PyTorch model, and perplexity computed
+  by llama.cpp itself (``logits_all``; it multiplies with 8-bit activations, so the two differ slightly).
+  Targets: same size ±2% and lower perplexity (llama.cpp's, when installed) than llama.cpp's own file, else the
+  gguf.quants one (Q8_0: ≤). The llama.cpp and GPTQ Q4_0 / Q8_0 files stay in ``/tmp/slimkit-llm-deploy``.
 * ``speed``: batch 1, a ``--prompt-len`` prompt from the eval split, ``--new-tokens`` greedy tokens, all rows
   timed round-robin (best of ``--rounds``): transformers ``generate`` on fp32 (the baseline), slimkit's own
   greedy loop on fp32 / bf16 / packed int8 weight-only / packed int8 dynamic / packed int4 on the Q4_0 grid
   (the values of the Q4_0 GGUF), fp32 and bf16 with a static KV cache and the decode step compiled by
-  inductor (:mod:`slimkit.eval.compiled_decode`), and llama.cpp on slimkit's Q4_0 / Q8_0 files when
-  ``llama-cpp-python`` is installed (else those rows say so). Targets: packed int4 decode ≥ 5×, int8 ≥ 4× and
-  compiled fp32 ≥ 2.5× transformers' fp32 generate; prefill of every packed row ≥ 1.0× slimkit fp32's.
+  inductor (:mod:`slimkit.eval.compiled_decode`), and llama.cpp on its own and on slimkit's GPTQ Q4_0 / Q8_0
+  files when ``llama-cpp-python`` is installed (else those rows say so). Targets: packed int4 decode ≥ 5×,
+  int8 ≥ 4× and compiled fp32 ≥ 2.5× transformers' fp32 generate; prefill of every packed row ≥ 1.0× slimkit
+  fp32's; llama.cpp decodes slimkit's file as fast as its own (within 5%).
 * ``ct``: RTN int4 g64 exported as compressed-tensors and reloaded by transformers: max |logit diff| ≤ 1e-3.
 
 Writes ``benchmarks/results/llm_deploy.json`` and ``.md`` (``--results-dir`` for smoke runs); every row carries
@@ -43,6 +47,7 @@ from slimkit.data.loops import calibration_loop
 from slimkit.data.spec import parse_data_spec
 from slimkit.eval.compiled_decode import CompiledGreedy
 from slimkit.eval.generation import timed_greedy_run
+from slimkit.eval.llama_cpp import LlamaCppRunner, llama_cpp_perplexity
 from slimkit.eval.metrics import perplexity
 from slimkit.export.formats import export_model
 from slimkit.export.gguf_export import gguf_file_values
@@ -53,8 +58,13 @@ from slimkit.quantize.rtn import RTNConfig
 
 NAME = "llm_deploy"
 TYPES = ("q4_0", "q8_0", "q4_1")
-METHODS = ("gguf.quants", "rtn", "gptq", "awq")
+METHODS = ("llama.cpp", "gguf.quants", "rtn", "gptq", "awq")
+REFERENCES = ("llama.cpp", "gguf.quants")  # the file slimkit's must beat, in order of preference
 SECTIONS = ("gguf", "speed", "ct")
+LLAMA_CPP_MISSING = importlib.util.find_spec("llama_cpp") is None
+LLAMA_CPP_SKIP = "llama-cpp-python not installed (pip install llama-cpp-python)"
+FILES = Path(tempfile.gettempdir()) / "slimkit-llm-deploy"  # GGUF files the gguf section leaves to the speed one
+SPEED_FILES = ("llama.cpp", "gptq")  # writers whose Q4_0 / Q8_0 files llama.cpp times side by side
 
 
 # ---------------------------------------------------------------------------------------------- gguf section
@@ -72,33 +82,74 @@ def _quantize(sm: Any, method: str, qtype: str, calib_samples: int) -> float:
     return time.perf_counter() - start
 
 
-def gguf_row(sm: Any, method: str, qtype: str, calib_samples: int, tmp: Path) -> dict[str, Any]:
-    with PeakRSS() as peak:
-        seconds = _quantize(sm, method, qtype, calib_samples)
+def llama_cpp_quantize(sm: Any, qtype: str, tmp: Path) -> tuple[Path, float]:
+    """llama.cpp's own quantization (``llama_model_quantize``, its default tensor-type choices) of an F32 GGUF
+    slimkit wrote from the fp32 model; returns the file and the seconds llama.cpp took."""
+    import ctypes
+
+    import llama_cpp
+
+    f32 = tmp / "f32.gguf"
+    if not f32.exists():
+        sm.bundle.model.load_state_dict(sm.original)
+        export_model(sm.bundle, "gguf", f32, {"check_logits": False, "unquantized": "f32", "embedding": "f32"})
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
+    params.nthread = torch.get_num_threads()
+    out = tmp / f"llama.cpp-{qtype}.gguf"
+    start = time.perf_counter()
+    if llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize to {qtype} failed")
+    return out, time.perf_counter() - start
+
+
+def gguf_file(sm: Any, method: str, qtype: str, calib_samples: int, tmp: Path) -> tuple[Path, float, Any]:
+    """The GGUF file of ``qtype`` written by ``method``; returns it, the quantization seconds and slimkit's
+    export result (``None`` for llama.cpp's file)."""
+    if method == "llama.cpp":
+        path, seconds = llama_cpp_quantize(sm, qtype, tmp)
+        return path, seconds, None
+    seconds = _quantize(sm, method, qtype, calib_samples)
     options = {"check_logits": False, "embedding": "q8_0",
                "unquantized": qtype if method == "gguf.quants" else "f16"}
     path = tmp / f"{method}-{qtype}.gguf"
-    result = export_model(sm.bundle, "gguf", path, options, overwrite=True)
+    return path, seconds, export_model(sm.bundle, "gguf", path, options, overwrite=True)
+
+
+def gguf_row(sm: Any, method: str, qtype: str, calib_samples: int, tmp: Path) -> dict[str, Any]:
+    with PeakRSS() as peak:
+        path, seconds, result = gguf_file(sm, method, qtype, calib_samples, tmp)
     model = sm.bundle.model
     with torch.no_grad():
         for name, value in gguf_file_values(path, model).items():
             model.get_parameter(name).copy_(value)
     ppl = perplexity(model, sm.eval_windows, batch_size=4)
-    path.unlink()
-    check = result.checks[0]
-    return {"section": "gguf", "type": qtype, "method": method, "bytes": result.bytes,
-            "slimkit_values_exact": check.max_abs_diff == 0.0 if method != "gguf.quants" else None,
-            "perplexity": round(ppl, 3), "eval_tokens": int(sm.eval_windows.numel()),
-            "calib_windows": calib_samples if method in ("gptq", "awq") else 0, "quantize_seconds": round(seconds, 1),
-            "peak_rss_gb": round(peak.peak, 2), "notes": result.notes, **provenance()}
+    ppl_llama_cpp = None if LLAMA_CPP_MISSING else llama_cpp_perplexity(path, sm.eval_windows)
+    exact = None if method in REFERENCES else result.checks[0].max_abs_diff == 0.0
+    row = {"section": "gguf", "type": qtype, "method": method, "bytes": path.stat().st_size,
+           "slimkit_values_exact": exact, "perplexity": round(ppl, 3),
+           "perplexity_llama_cpp": None if ppl_llama_cpp is None else round(ppl_llama_cpp, 3),
+           "eval_tokens": int(sm.eval_windows.numel()),
+           "calib_windows": calib_samples if method in ("gptq", "awq") else 0, "quantize_seconds": round(seconds, 1),
+           "peak_rss_gb": round(peak.peak, 2), "notes": result.notes if result else [], **provenance()}
+    if method in SPEED_FILES:  # kept for the speed section: the same type, two writers, one runtime
+        path.replace(FILES / path.name)
+    else:
+        path.unlink()
+    return row
 
 
 def run_gguf(args: argparse.Namespace, rows: list[dict[str, Any]], write: Callable[[], None]) -> None:
     sm = load_sweep_model(args.windows or 10**9)
-    with tempfile.TemporaryDirectory(prefix="llm-deploy-") as tmp:
+    FILES.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llm-deploy-", dir=FILES) as tmp:
         for qtype in args.types:
             for method in args.methods:
                 if any(r["section"] == "gguf" and r["type"] == qtype and r["method"] == method for r in rows):
+                    continue
+                if method == "llama.cpp" and LLAMA_CPP_MISSING:
+                    rows.append({"section": "gguf", "type": qtype, "method": method, "skipped": LLAMA_CPP_SKIP,
+                                 **provenance()})
                     continue
                 rows.append(gguf_row(sm, method, qtype, args.calib_samples, Path(tmp)))
                 print({k: v for k, v in rows[-1].items() if k != "notes"}, flush=True)
@@ -115,23 +166,6 @@ def _hf_generate(model: Any, prompt: torch.Tensor, new_tokens: int) -> tuple[flo
         return (time.perf_counter() - start) * 1000.0
     prefill = run(1)
     return prefill, max(run(new_tokens) - prefill, 1e-3)
-
-
-def _llama_cpp(path: Path, prompt: torch.Tensor, new_tokens: int, threads: int) -> Callable[[], tuple[float, float]]:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_threads=threads, n_ctx=prompt.shape[1] + new_tokens + 8, verbose=False)
-    ids = prompt[0].tolist()
-
-    def run() -> tuple[float, float]:
-        times = []
-        for n in (1, new_tokens):
-            llm.reset()  # no reuse of the cached prompt between runs
-            start = time.perf_counter()
-            llm(ids, max_tokens=n, temperature=0.0, top_k=1)
-            times.append((time.perf_counter() - start) * 1000.0)
-        return times[0], max(times[1] - times[0], 1e-3)
-    return run
 
 
 def speed_variants(base: Any) -> list[tuple[str, Any]]:
@@ -162,19 +196,16 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
                         ("slimkit bf16 compiled (static cache)", torch.bfloat16)):
         decoder = CompiledGreedy(copy.deepcopy(sm.bundle.model).to(dtype), args.prompt_len + n)
         workloads.append((name, lambda d=decoder: _timing(d.run(prompt, n))))
-    missing = importlib.util.find_spec("llama_cpp") is None
-    tmp = tempfile.TemporaryDirectory(prefix="llm-deploy-")
     for qtype in ("q4_0", "q8_0"):
-        if missing:
-            rows.append({"section": "speed", "variant": f"llama.cpp {qtype.upper()} (slimkit RTN file)",
-                         "skipped": "llama-cpp-python not installed (pip install llama-cpp-python)", **provenance()})
-            continue
-        sm.bundle.model.load_state_dict(sm.original)
-        slimkit.apply(sm.bundle.model, RTNConfig(gguf=qtype))
-        path = Path(tmp.name) / f"{qtype}.gguf"
-        export_model(sm.bundle, "gguf", path, {"check_logits": False})
-        workloads.append((f"llama.cpp {qtype.upper()} (slimkit RTN file)",
-                          _llama_cpp(path, prompt, n, torch.get_num_threads())))
+        for method in SPEED_FILES:
+            name, path = f"llama.cpp {qtype.upper()} ({method} file)", FILES / f"{method}-{qtype}.gguf"
+            skipped = LLAMA_CPP_SKIP if LLAMA_CPP_MISSING else None if path.exists() else \
+                f"no {path.name}: run the gguf section first (it writes the file)"
+            if skipped:
+                rows.append({"section": "speed", "variant": name, "skipped": skipped, **provenance()})
+                continue
+            runner = LlamaCppRunner(path, n_ctx=args.prompt_len + n + 8)
+            workloads.append((name, lambda r=runner: _timing(r.greedy_run(prompt, n))))
     sm.bundle.model.load_state_dict(sm.original)
     for _, fn in workloads:  # warm-up (and the compiled rows' compilation)
         fn()
@@ -188,7 +219,6 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
         rows.append({"section": "speed", "variant": name, "prompt_tokens": args.prompt_len, "new_tokens": n,
                      "prefill_tok_s": round(args.prompt_len / prefill * 1000, 1),
                      "decode_tok_s": round((n - 1) / decode * 1000, 1), **provenance()})
-    tmp.cleanup()
     write()
 
 
@@ -216,20 +246,24 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         return "met" if ok else "MISSED"
 
     out = []
+    done = [r for r in rows if r["section"] == "gguf" and "skipped" not in r]
     for qtype in TYPES:
-        ref = next((r for r in rows if r["section"] == "gguf" and r["type"] == qtype and r["method"] == "gguf.quants"),
-                   None)
-        for r in (r for r in rows if r["section"] == "gguf" and r["type"] == qtype and ref and r is not ref):
+        ref = next((r for m in REFERENCES for r in done if r["type"] == qtype and r["method"] == m), None)
+        if ref is None:
+            continue
+        key = "perplexity_llama_cpp" if ref.get("perplexity_llama_cpp") is not None else "perplexity"
+        by = "llama.cpp" if key == "perplexity_llama_cpp" else "the file's values in PyTorch"
+        for r in (r for r in done if r["type"] == qtype and r["method"] not in REFERENCES):
             if r["method"] == "rtn":  # llama.cpp's own rule on slimkit's side: a reference, not a target
-                out.append(f"{qtype.upper()} from slimkit RTN (llama.cpp's rule): perplexity {r['perplexity']:.3f} vs "
-                           f"gguf.quants {ref['perplexity']:.3f}; values exact: {r['slimkit_values_exact']}")
+                out.append(f"{qtype.upper()} from slimkit RTN (llama.cpp's rule): perplexity {r[key]:.3f} vs "
+                           f"{ref['method']} {ref[key]:.3f} ({by}); values exact: {r['slimkit_values_exact']}")
                 continue
             size = r["bytes"] / ref["bytes"] - 1
-            better = r["perplexity"] <= ref["perplexity"] if qtype == "q8_0" else r["perplexity"] < ref["perplexity"]
-            out.append(f"{qtype.upper()} from slimkit {r['method'].upper()}: size {size:+.2%} (target ±2%): "
-                       f"{mark(abs(size) <= 0.02)}; perplexity {r['perplexity']:.3f} vs gguf.quants "
-                       f"{ref['perplexity']:.3f} (target {'≤' if qtype == 'q8_0' else '<'}): {mark(better)}; "
-                       f"values exact: {r['slimkit_values_exact']}")
+            better = r[key] <= ref[key] if qtype == "q8_0" else r[key] < ref[key]
+            out.append(f"{qtype.upper()} from slimkit {r['method'].upper()}: size {size:+.2%} of {ref['method']}'s "
+                       f"(target ±2%): {mark(abs(size) <= 0.02)}; perplexity {r[key]:.3f} vs {ref[key]:.3f} ({by}; "
+                       f"target {'≤' if qtype == 'q8_0' else '<'}): {mark(better)}; values exact: "
+                       f"{r['slimkit_values_exact']}")
     speed = {r["variant"]: r for r in rows if r["section"] == "speed" and "decode_tok_s" in r}
     hf, fp32 = speed.get("transformers generate fp32"), speed.get("slimkit fp32 eager")
     for name, target in (("slimkit packed int4 Q4_0 grid (bf16)", 5.0), ("slimkit packed int8 weight-only (bf16)", 4.0),
@@ -242,6 +276,12 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         if r and fp32 and "packed" in name:
             ratio = r["prefill_tok_s"] / fp32["prefill_tok_s"]
             out.append(f"{name} prefill {ratio:.2f}× slimkit fp32 (target ≥ 1.0×): {mark(ratio >= 1.0)}")
+    for qtype in ("q4_0", "q8_0"):
+        ours, theirs = (speed.get(f"llama.cpp {qtype.upper()} ({m} file)") for m in SPEED_FILES)
+        if ours and theirs:
+            ratio = theirs["decode_tok_s"] / ours["decode_tok_s"]
+            out.append(f"llama.cpp decode of slimkit's GPTQ {qtype.upper()} file {ratio:.2f}× llama.cpp's own "
+                       f"(target: same speed, within 5%): {mark(abs(ratio - 1) <= 0.05)}")
     for r in (r for r in rows if r["section"] == "ct"):
         out.append(f"compressed-tensors int4 reload max |logit diff| {r['max_abs_logit_diff']:.3g} (target ≤ 1e-3): "
                    f"{mark(r['max_abs_logit_diff'] <= 1e-3)}")
@@ -255,12 +295,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"(pydoc eval split, {SEQ_LEN}-token windows); llama.cpp itself computes with 8-bit activations, so its "
              "own perplexity differs slightly.", "", "## GGUF files", ""]
     lines += markdown_table([("type", lambda r: r["type"].upper()), ("written by", lambda r: r["method"]),
-                             ("MB", lambda r: fmt(r["bytes"] / 1e6, ".2f")),
-                             ("slimkit values exact", lambda r: r["slimkit_values_exact"]),
-                             ("perplexity", lambda r: fmt(r["perplexity"], ".3f")),
-                             ("eval tokens", lambda r: r["eval_tokens"]),
-                             ("calib windows", lambda r: r["calib_windows"]),
-                             ("quantize s", lambda r: r["quantize_seconds"]), ("run date", lambda r: r["date"]),
+                             ("MB", lambda r: fmt(r["bytes"] / 1e6, ".2f") if "bytes" in r else None),
+                             ("slimkit values exact", lambda r: r.get("slimkit_values_exact")),
+                             ("perplexity (PyTorch)", lambda r: fmt(r.get("perplexity"), ".3f")),
+                             ("perplexity (llama.cpp)", lambda r: fmt(r.get("perplexity_llama_cpp"), ".3f")
+                              if "skipped" not in r else r["skipped"]),
+                             ("eval tokens", lambda r: r.get("eval_tokens")),
+                             ("calib windows", lambda r: r.get("calib_windows")),
+                             ("quantize s", lambda r: r.get("quantize_seconds")), ("run date", lambda r: r["date"]),
                              ("commit", lambda r: r["commit"])], [r for r in rows if r["section"] == "gguf"])
     lines += ["", f"## Decode speed (batch 1, {meta['threads']} threads, timed round-robin)", ""]
     lines += markdown_table([("runtime", lambda r: r["variant"]), ("prompt", lambda r: r.get("prompt_tokens")),

@@ -31,6 +31,7 @@ EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, RuntimeError, Saf
 DEMO_MODEL = "smollm2-135m"
 DATA_HELP = ("data spec: pydoc, text:PATH, hf:NAME[/CONFIG][:SPLIT] (namespaced: hf:ORG/NAME/CONFIG, "
              "hf:ORG/NAME/ for the default config), fashion-mnist[:DIR], digits")
+RUNTIME_HELP = "torch, or llama.cpp to run .gguf files in llama.cpp (needs llama-cpp-python)"
 
 
 def _message(err: BaseException) -> str:
@@ -203,7 +204,7 @@ def train(
     _run(lambda: _train(arch, data, out, epochs, batch_size, lr, seed, overwrite))
 
 
-def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool) -> None:
+def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bool, runtime: str) -> None:
     from slimkit.atomic import directory_bytes
     from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
     from slimkit.export.slimkit_format import REPORT_FILES, is_slimkit_dir
@@ -212,6 +213,11 @@ def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bo
 
     if data is not None:
         check_data_spec(data)
+    if _check_runtime(runtime) == "llama.cpp":
+        from slimkit.eval.llama_cpp import evaluate_llama_cpp
+
+        _print_json(evaluate_llama_cpp(model, data, windows, latency), as_json)
+        return
     bundle = load_model(model)
     cfg = EvalConfig(data=data, windows=windows, latency=LatencyConfig(enabled=latency))
     evaluation = Evaluation(bundle, cfg)
@@ -225,7 +231,12 @@ def _eval(model: str, data: str | None, windows: int, latency: bool, as_json: bo
     result = evaluation.measure(bundle, size)
     payload: dict[str, Any] = {"model": model, "data": str(evaluation.spec), **result.to_dict()}
     payload["size_bytes"] = size
-    if as_json:
+    _print_json(payload, as_json)
+
+
+def _print_json(payload: dict[str, Any], plain: bool) -> None:
+    """One JSON object on stdout (``--json``), or pretty-printed."""
+    if plain:
         print(json.dumps(payload))
     else:
         console.print_json(json.dumps(payload))
@@ -245,9 +256,23 @@ def eval_command(
     windows: Annotated[int, typer.Option(min=1, help="perplexity windows of 512 tokens")] = 16,
     latency: Annotated[bool, typer.Option(help="measure CPU latency too")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    runtime: Annotated[str, typer.Option(help=RUNTIME_HELP)] = "torch",
 ) -> None:
-    """Evaluate a model: metric, size on disk, parameters, sparsity, latency."""
-    _run(lambda: _eval(model, data, windows, latency, as_json))
+    """Evaluate a model: metric, size on disk, parameters, sparsity, latency.
+
+    With --runtime llama.cpp, a .gguf file is scored by llama.cpp itself (perplexity from its logits of every
+    position, prefill/decode tok/s), on the same token windows as the torch path.
+    """
+    _run(lambda: _eval(model, data, windows, latency, as_json, runtime))
+
+
+RUNTIMES = ("torch", "llama.cpp")
+
+
+def _check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be 'torch' or 'llama.cpp', not {runtime!r}")
+    return runtime
 
 
 @app.command()
@@ -262,12 +287,17 @@ def demo(
         _run(lambda: _compress(DEMO_MODEL, recipe_path, out, None, None, 32, True, True))
 
 
-def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as_json: bool) -> None:
+def _bench(model: str, compare: str | None, prompt_len: int, new_tokens: int, as_json: bool, runtime: str) -> None:
     from slimkit.eval.speed import measure_speeds, slower_warnings, speed_table
     from slimkit.models.loading import load_model
 
     names = [model] + ([compare] if compare else [])
-    runs = measure_speeds([load_model(name) for name in names], prompt_len, new_tokens)
+    if _check_runtime(runtime) == "llama.cpp":
+        from slimkit.eval.llama_cpp import measure_speeds_llama_cpp
+
+        runs = measure_speeds_llama_cpp(names, prompt_len, new_tokens)
+    else:
+        runs = measure_speeds([load_model(name) for name in names], prompt_len, new_tokens)
     warnings = slower_warnings(model, runs[0], compare, runs[1]) if compare else []
     if as_json:
         print(json.dumps({"models": {n: {s.name: {"value": s.value, "unit": s.unit} for s in run}
@@ -285,13 +315,16 @@ def bench(
     prompt_len: Annotated[int, typer.Option(min=1, help="prompt tokens for the prefill (causal LMs)")] = 512,
     new_tokens: Annotated[int, typer.Option(min=2, help="greedy decode tokens (causal LMs)")] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    runtime: Annotated[str, typer.Option(help=RUNTIME_HELP)] = "torch",
 ) -> None:
     """Measure speed on this CPU: prefill and decode tok/s at batch 1 (LMs) or latency per batch size.
 
     With --compare, both models are measured side by side (language models round-robin, three runs
     each, the fastest kept) and a WARNING line is printed wherever MODEL is slower than the reference.
+    With --runtime llama.cpp, every .gguf file (MODEL, the reference, or a packaged GGUF model) runs in
+    llama.cpp and any other model in slimkit's PyTorch loop, so the two runtimes can be compared.
     """
-    _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json))
+    _run(lambda: _bench(model, compare, prompt_len, new_tokens, as_json, runtime))
 
 
 def _generate(model: str, prompt: str, max_new_tokens: int, runtime: str, compiled: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -102,11 +103,17 @@ def measure_generation_side_by_side(models: list[nn.Module], input_ids: Tensor, 
     for model in models:
         for _ in range(warmup):
             _greedy_run(model, input_ids, min(new_tokens, 8))
-    runs: list[list[GenerationTiming]] = [[] for _ in models]
+    return fastest_round_robin([partial(_greedy_run, model, input_ids, new_tokens) for model in models], rounds)
+
+
+def fastest_round_robin(runs: list[Callable[[], GenerationTiming]], rounds: int = 3) -> list[GenerationTiming]:
+    """Call each run in turn, ``rounds`` times; the fastest result of each run, so load on a shared CPU hits
+    all alike (any runtime: a torch model, llama.cpp). Warm-up is the caller's."""
+    timings: list[list[GenerationTiming]] = [[] for _ in runs]
     for _ in range(max(rounds, 1)):
-        for model, timings in zip(models, runs, strict=True):
-            timings.append(_greedy_run(model, input_ids, new_tokens))
-    return [min(timings, key=lambda r: r.prefill_ms + r.decode_ms) for timings in runs]
+        for run, out in zip(runs, timings, strict=True):
+            out.append(run())
+    return [min(t, key=lambda r: r.prefill_ms + r.decode_ms) for t in timings]
 
 
 def eager_greedy_tokens(model: nn.Module, input_ids: Tensor) -> Iterator[Tensor]:

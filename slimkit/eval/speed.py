@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,7 +20,7 @@ from torch import Tensor
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
 from slimkit.eval.evaluate import EvalConfig, Evaluation, LatencyConfig
-from slimkit.eval.generation import measure_generation_side_by_side
+from slimkit.eval.generation import GenerationTiming, measure_generation_side_by_side
 from slimkit.eval.latency import time_workload
 from slimkit.models.arch import torch_input_shape
 from slimkit.models.bundle import ModelBundle
@@ -56,14 +57,22 @@ def measure_speeds(bundles: list[ModelBundle], prompt_len: int = 512, new_tokens
         raise ValueError(f"cannot compare the speed of models of different kinds ({', '.join(kinds)})")
     if bundles[0].kind != "causal-lm":
         return [_latencies(b) for b in bundles]
-    tokenizer = bundles[0].tokenizer
-    if tokenizer is None:
-        raise ValueError(f"{bundles[0].source}: a tokenizer is needed to build the benchmark prompt")
-    docs = documents(parse_data_spec("pydoc"), "eval")
-    prompt = token_windows(tokenizer, docs, prompt_len, 1)  # (1, prompt_len)
+    prompt = benchmark_prompt(bundles[0].tokenizer, prompt_len, bundles[0].source)
     timings = measure_generation_side_by_side([b.model for b in bundles], prompt, new_tokens, rounds=rounds)
-    return [[Speed(f"prefill {t.prompt_tokens} tokens", t.prefill_tokens_per_s, "tok/s", True),
-             Speed(f"greedy decode {t.new_tokens} tokens", t.decode_tokens_per_s, "tok/s", True)] for t in timings]
+    return [speeds_of(t) for t in timings]
+
+
+def benchmark_prompt(tokenizer: Any, prompt_len: int, source: str = "the model") -> Tensor:
+    """The benchmark prompt: the first ``prompt_len`` tokens of the pydoc evaluation split, shape (1, P)."""
+    if tokenizer is None:
+        raise ValueError(f"{source}: a tokenizer is needed to build the benchmark prompt")
+    return token_windows(tokenizer, documents(parse_data_spec("pydoc"), "eval"), prompt_len, 1)
+
+
+def speeds_of(timing: GenerationTiming) -> list[Speed]:
+    """Prefill and decode throughput of one greedy run, as ``slimkit bench`` reports them."""
+    return [Speed(f"prefill {timing.prompt_tokens} tokens", timing.prefill_tokens_per_s, "tok/s", True),
+            Speed(f"greedy decode {timing.new_tokens} tokens", timing.decode_tokens_per_s, "tok/s", True)]
 
 
 def _latencies(bundle: ModelBundle) -> list[Speed]:
