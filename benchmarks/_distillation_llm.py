@@ -2,11 +2,13 @@
 MiniLM. Every row is measured on the pydoc evaluation split; the learning rate is chosen on the val split.
 
 * ``recovery``: ``smollm2-135m`` with 30% of its FFN channels removed (activation importance), recovered by
-  plain next-token fine-tuning and by distillation (soft targets of the dense original, T = 2) with the same
-  windows, steps and learning rate; beside the same plain fine-tune applied to the dense model (the control:
-  what fine-tuning on pydoc alone does) and the pruned model without recovery. The learning rate is the
-  candidate (``--lm-lrs``) whose plain fine-tune of the pruned model has the lowest val perplexity, so the
-  choice favours the undistilled row if anything. Target: distillation below plain fine-tuning.
+  plain next-token fine-tuning and by distillation from the dense original (``--kd-candidates``: alpha, the
+  weight of the soft targets against pydoc's next tokens, and temperature T) with the same windows, steps and
+  learning rate; beside the same plain fine-tune applied to the dense model (the control: what fine-tuning on
+  pydoc alone does) and the pruned model without recovery. The learning rate is the candidate (``--lm-lrs``)
+  whose plain fine-tune of the pruned model has the lowest val perplexity, so the choice favours the
+  undistilled row if anything; the distillation setting is the candidate with the lowest val perplexity.
+  Target: distillation below plain fine-tuning.
 * ``depth``: every third decoder layer dropped (30 → 20, kept layers initialised from the teacher), then
   ``--budget`` seconds of training with and without distillation (alpha 0.5, T = 2) at the learning rate the
   recovery section chose: perplexity, parameters, greedy decode tokens/s at batch 1.
@@ -93,9 +95,15 @@ def recovery_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     for candidate_lr, (model, stats) in plain.items():
         rows.append(row("FFN -30% + next-token fine-tune", model.model, lr=candidate_lr, chosen=candidate_lr == lr,
                         **stats))
-    distilled = _copy(pruned)
-    stats = _train(distilled, _lm_section(args, lr, DistillSection(alpha=1.0, temperature=2.0)), teacher)
-    rows.append(row("FFN -30% + distillation (T=2, soft targets)", distilled.model, lr=lr, chosen=True, **stats))
+    distilled: dict[tuple[float, float], tuple[ModelBundle, dict[str, Any]]] = {}
+    for alpha, temperature in args.kd_candidates:  # chosen on val, as the plain fine-tune's learning rate
+        candidate = _copy(pruned)
+        section = _lm_section(args, lr, DistillSection(alpha=alpha, temperature=temperature))
+        distilled[alpha, temperature] = candidate, _train(candidate, section, teacher)
+    best = min(distilled, key=lambda c: perplexity(distilled[c][0].model, val, 4))
+    for (alpha, temperature), (model, stats) in distilled.items():
+        rows.append(row(f"FFN -30% + distillation (alpha {alpha}, T={temperature:g})", model.model, lr=lr,
+                        alpha=alpha, temperature=temperature, chosen=(alpha, temperature) == best, **stats))
     dense_ft = _copy(base)
     stats = _train(dense_ft, _lm_section(args, lr, None), None)
     rows.append(row("dense + next-token fine-tune (control)", dense_ft.model, lr=lr, chosen=True, **stats))
@@ -180,8 +188,9 @@ def llm_markdown(rows: list[dict[str, Any]], columns: Any) -> list[str]:
         out += ["## SmolLM2-135M, 30% of FFN channels removed: recovery", "", f"Baseline: {SMOLLM2_BASELINE}. "
                 "Perplexity on the pydoc eval split; the learning rate (`chosen`) by the plain fine-tune's val "
                 "perplexity.", ""]
-        out += markdown_table(columns("variant", "perplexity", "val_perplexity", "params", "lr", "chosen",
-                                      "train_steps", "train_seconds", "eval_tokens"), rec) + [""]
+        out += markdown_table(columns("variant", "perplexity", "val_perplexity", "params", "lr", "alpha",
+                                      "temperature", "chosen", "train_steps", "train_seconds", "eval_tokens"),
+                              rec) + [""]
         by = {r["variant"]: r for r in rec if r.get("chosen", True)}
         kd = next(r for v, r in by.items() if "distillation" in v)
         ft = next(r for v, r in by.items() if v.startswith("FFN -30% + next-token"))

@@ -204,6 +204,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(out + llm_markdown(rows, _columns)) + "\n"
 
 
+def _alpha_temperature(text: str) -> tuple[float, float]:
+    alpha, _, temperature = text.partition(":")
+    return float(alpha), float(temperature or 2.0)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sections = ["fmnist", "fmnist-small", "ddp", "recovery", "depth", "minilm"]
@@ -222,6 +227,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val-windows", type=int, default=16, help="SmolLM2 pydoc val windows (learning-rate choice)")
     p.add_argument("--train-windows", type=int, default=128, help="SmolLM2 training windows of 512 tokens")
     p.add_argument("--lm-lrs", type=float, nargs="+", default=[5e-5, 2e-4], help="candidates, chosen on val")
+    p.add_argument("--kd-candidates", type=_alpha_temperature, nargs="+", default=[(1.0, 2.0), (0.5, 2.0), (0.5, 1.0)],
+                   help="SmolLM2 recovery distillation settings ALPHA:T, chosen on val")
     p.add_argument("--budget", type=float, default=900, help="seconds of training for the 20-layer student")
     p.add_argument("--sentences", type=int, default=4096,
                    help="MiniLM training sentences (at most the calibration split's 2,388)")
@@ -238,6 +245,7 @@ def parse_args() -> argparse.Namespace:
         args.train_limit, args.val_size, args.temperatures, args.alphas = 2048, 512, [4.0], [0.9]
         args.seeds, args.eval_windows, args.train_windows, args.lm_lrs = [0, 1], 2, 4, [1e-4]
         args.minilm_lrs, args.minilm_epochs, args.small_train = [1e-4, 1e-3], 1, 512
+        args.kd_candidates = [(1.0, 2.0), (0.5, 1.0)]
         args.budget, args.sentences, args.val_windows, args.eval_sentences = 20, 64, 2, 32
     return args
 
