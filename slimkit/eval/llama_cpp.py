@@ -67,7 +67,11 @@ class LlamaCppRunner:
                          verbose=False)
 
     def _last_logits(self) -> np.ndarray:
-        return self.llm.scores[self.llm.n_tokens - 1]
+        """The logits after the last evaluated token, straight from llama.cpp's context (llama-cpp-python
+        fills its ``scores`` array only with ``logits_all``; sampling otherwise happens inside llama.cpp)."""
+        import llama_cpp
+
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),))
 
     def greedy_run(self, input_ids: Tensor, new_tokens: int) -> GenerationTiming:
         """Prefill ``input_ids`` (1, P), then ``new_tokens - 1`` greedy decode steps; the first new token comes
