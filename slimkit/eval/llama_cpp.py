@@ -28,6 +28,7 @@ from torch import Tensor
 
 from slimkit.eval.generation import GenerationTiming
 from slimkit.eval.speed import Speed, benchmark_prompt, speeds_of
+from slimkit.models.hf import load_gguf_tokenizer
 
 PIP_COMMAND = "pip install llama-cpp-python  (or: pip install 'slimkit[llama-cpp]')"
 
@@ -129,14 +130,6 @@ def gguf_file_of(spec: str) -> Path | None:
     return path if path.suffix == ".gguf" and path.is_file() else None
 
 
-def gguf_tokenizer(path: Path) -> Any:
-    """The Hugging Face tokenizer transformers builds from a GGUF file's own vocabulary (the same token ids
-    llama.cpp uses), so prompts and perplexity windows are identical on both runtimes."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-
-
 def gguf_params(path: Path) -> int:
     """Number of weights stored in a GGUF file, from its tensor headers (``gguf`` reader; nothing dequantized)."""
     from gguf import GGUFReader
@@ -159,7 +152,7 @@ def measure_speeds_llama_cpp(specs: list[str], prompt_len: int, new_tokens: int,
         gguf = gguf_file_of(spec)
         if gguf is not None:
             models.append(LlamaCppRunner(gguf, n_ctx=prompt_len + new_tokens + 8))
-            tokenizer = tokenizer or gguf_tokenizer(gguf)
+            tokenizer = tokenizer or load_gguf_tokenizer(gguf)
             continue
         bundle = load_model(spec)
         if bundle.kind != "causal-lm":
@@ -188,7 +181,7 @@ def evaluate_llama_cpp(spec: str, data: str | None, windows: int, latency: bool)
     text = parse_data_spec(data or "pydoc")
     if text.kind not in ("pydoc", "text", "hf"):
         raise ValueError(f"{text}: llama.cpp evaluates language models on text, not {text.kind} data")
-    ids = token_windows(gguf_tokenizer(path), documents(text, "eval"), 512, windows)
+    ids = token_windows(load_gguf_tokenizer(path), documents(text, "eval"), 512, windows)
     payload: dict[str, Any] = {"model": spec, "runtime": "llama.cpp", "data": str(text), "metric": "perplexity",
                                "value": llama_cpp_perplexity(path, ids), "windows": int(ids.shape[0]),
                                "eval_tokens": int(ids.numel()), "size_bytes": path.stat().st_size,

@@ -116,13 +116,21 @@ def _tokenizer_if_present(path: Path) -> Any:
     return None
 
 
+def load_gguf_tokenizer(path: Path) -> Any:
+    """The Hugging Face tokenizer transformers builds from a GGUF file's own vocabulary (the token ids
+    llama.cpp uses for the same file)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+
+
 def load_gguf_file(path: Path, source: str) -> ModelBundle:
     """Load a GGUF causal LM through transformers' ``gguf_file=`` loader (dequantized to float32).
 
     The header is checked first (:func:`slimkit.models.gguf_check.check_gguf_file`); whatever transformers
     still cannot read (an unsupported architecture, say) becomes a ValueError naming the file.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from slimkit.models.gguf_check import check_gguf_file
 
@@ -130,7 +138,7 @@ def load_gguf_file(path: Path, source: str) -> ModelBundle:
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True,
                                                      dtype="float32")
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        tokenizer = load_gguf_tokenizer(path)
     except Exception as err:  # noqa: BLE001 - transformers' GGUF path raises many types
         raise ValueError(f"{path}: transformers cannot load this GGUF file ({type(err).__name__}: {err})") from None
     # The config remembers the GGUF origin; once dequantized the model is a plain float model.
