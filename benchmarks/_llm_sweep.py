@@ -21,6 +21,7 @@ from slimkit.config import BaseConfig
 from slimkit.data.loops import calibration_loop
 from slimkit.data.spec import parse_data_spec
 from slimkit.data.text import documents, token_windows
+from slimkit.quantize.record import clear_quant_records
 
 SEQ_LEN = 512
 ALL_WINDOWS = 10**9  # token_windows caps at what the split holds
@@ -44,6 +45,13 @@ class SweepModel:
     original: dict[str, Any]
     eval_windows: Any
 
+    def reset(self) -> None:
+        """Back to the baseline: its weights, and no quantization records of an earlier variant (an export
+        would otherwise read the stale integers)."""
+        self.bundle.model.load_state_dict(self.original)
+        clear_quant_records(self.bundle.model)
+        release_memory()
+
     @property
     def eval_tokens(self) -> int:
         return int(self.eval_windows.numel())
@@ -61,8 +69,7 @@ def apply_variant(sm: SweepModel, variant: Variant, batch_size: int = 4) -> dict
     from slimkit.eval.metrics import perplexity, weight_sparsity
 
     model = sm.bundle.model
-    model.load_state_dict(sm.original)
-    release_memory()
+    sm.reset()
     step = variant.step
     loop = None
     if isinstance(step, BaseConfig) and step.needs_calibration:

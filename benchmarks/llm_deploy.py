@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import PeakRSS, fmt, markdown_table, provenance, release_memory, run_metadata
+from _common import PeakRSS, fmt, markdown_table, provenance, run_metadata
 from _llm_sweep import SEQ_LEN, load_sweep_model
 
 import slimkit
@@ -70,8 +70,7 @@ SPEED_FILES = ("llama.cpp", "gptq")  # writers whose Q4_0 / Q8_0 files llama.cpp
 # ---------------------------------------------------------------------------------------------- gguf section
 def _quantize(sm: Any, method: str, qtype: str, calib_samples: int) -> float:
     """Reset the model and quantize it onto ``qtype``'s grid with ``method``; returns the seconds taken."""
-    sm.bundle.model.load_state_dict(sm.original)
-    release_memory()
+    sm.reset()
     if method == "gguf.quants":
         return 0.0
     config = {"rtn": RTNConfig, "gptq": GPTQConfig, "awq": AWQConfig}[method](gguf=qtype)
@@ -91,7 +90,7 @@ def llama_cpp_quantize(sm: Any, qtype: str, tmp: Path) -> tuple[Path, float]:
 
     f32 = tmp / "f32.gguf"
     if not f32.exists():
-        sm.bundle.model.load_state_dict(sm.original)
+        sm.reset()
         export_model(sm.bundle, "gguf", f32, {"check_logits": False, "unquantized": "f32", "embedding": "f32"})
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
@@ -206,7 +205,7 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
                 continue
             runner = LlamaCppRunner(path, n_ctx=args.prompt_len + n + 8)
             workloads.append((name, lambda r=runner: _timing(r.greedy_run(prompt, n))))
-    sm.bundle.model.load_state_dict(sm.original)
+    sm.reset()
     for _, fn in workloads:  # warm-up (and the compiled rows' compilation)
         fn()
     best: list[tuple[float, float]] = [(float("inf"), float("inf"))] * len(workloads)

@@ -46,6 +46,15 @@ def get_quant_record(module: nn.Module, param_name: str) -> QuantRecord | None:
     return module.__dict__.get(_ATTR, {}).get(param_name)
 
 
+def clear_quant_records(model: nn.Module) -> int:
+    """Forget every record in ``model`` (returns how many): for when its weights are restored to floats, e.g.
+    by ``load_state_dict``, which replaces the values but would leave their stale grids behind for export."""
+    count = 0
+    for module in model.modules():
+        count += len(module.__dict__.pop(_ATTR, {}))
+    return count
+
+
 def quant_records(model: nn.Module) -> dict[str, QuantRecord]:
     """All records in ``model``, keyed by the parameter's full name."""
     found: dict[str, QuantRecord] = {}

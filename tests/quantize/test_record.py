@@ -7,11 +7,18 @@ import pytest
 import torch
 
 import slimkit
+from slimkit.export.int_weights import integer_weights
 from slimkit.models.bundle import ModelBundle
 from slimkit.pipeline import _notes
 from slimkit.quantize.pack_method import PackConfig
 from slimkit.quantize.packed import packed_modules
-from slimkit.quantize.record import OffGridWeightWarning, off_grid_weights, quant_records, requantize_with_record
+from slimkit.quantize.record import (
+    OffGridWeightWarning,
+    clear_quant_records,
+    off_grid_weights,
+    quant_records,
+    requantize_with_record,
+)
 from tests._models import tiny_llama
 
 UP = "model.layers.1.mlp.up_proj"
@@ -76,3 +83,16 @@ def test_the_compress_report_notes_weights_that_left_their_grid():
     notes = _notes(ModelBundle(model, "causal-lm", "t"))
     assert set(off_grid_weights(model)) == {f"{UP}.weight"}
     assert any("1 quantized weights changed after quantization" in n and f"{UP}.weight" in n for n in notes)
+
+
+def test_restoring_float_weights_and_clearing_records_leaves_no_stale_integers():
+    """load_state_dict replaces values only: without clearing, an export would still read the old grids."""
+    model = tiny_llama()
+    floats = {k: v.clone() for k, v in model.state_dict().items()}
+    slimkit.apply(model, slimkit.RTNConfig(bits=4, granularity="group", group_size=32))
+    recorded = len(quant_records(model))
+    assert recorded > 0
+    model.load_state_dict(floats)
+    assert len(integer_weights(model)) == recorded  # stale: these integers are no longer the weights
+    assert clear_quant_records(model) == recorded
+    assert quant_records(model) == {} and integer_weights(model) == {}
