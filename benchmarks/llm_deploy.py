@@ -19,7 +19,7 @@ and ``--calib-samples`` shorten it). Sections (``--sections``, written after eve
   inductor (:mod:`slimkit.eval.compiled_decode`), and llama.cpp on its own and on slimkit's GPTQ Q4_0 / Q8_0
   files when ``llama-cpp-python`` is installed (else those rows say so). Targets: packed int4 decode ≥ 5×,
   int8 ≥ 4× and compiled fp32 ≥ 2.5× transformers' fp32 generate; prefill of every packed row ≥ 1.0× slimkit
-  fp32's; llama.cpp decodes slimkit's file as fast as its own (within 5%).
+  fp32's; llama.cpp decodes slimkit's file as fast as its own (at most 5% slower).
 * ``ct``: RTN int4 g64 exported as compressed-tensors and reloaded by transformers: max |logit diff| ≤ 1e-3.
 
 Writes ``benchmarks/results/llm_deploy.json`` and ``.md`` (``--results-dir`` for smoke runs); every row carries
@@ -276,11 +276,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             ratio = r["prefill_tok_s"] / fp32["prefill_tok_s"]
             out.append(f"{name} prefill {ratio:.2f}× slimkit fp32 (target ≥ 1.0×): {mark(ratio >= 1.0)}")
     for qtype in ("q4_0", "q8_0"):
-        ours, theirs = (speed.get(f"llama.cpp {qtype.upper()} ({m} file)") for m in SPEED_FILES)
-        if ours and theirs:
-            ratio = theirs["decode_tok_s"] / ours["decode_tok_s"]
+        own, slimkits = (speed.get(f"llama.cpp {qtype.upper()} ({m} file)") for m in SPEED_FILES)
+        if own and slimkits:  # same tensor types, so the same kernels: only timing noise may differ
+            ratio = slimkits["decode_tok_s"] / own["decode_tok_s"]
             out.append(f"llama.cpp decode of slimkit's GPTQ {qtype.upper()} file {ratio:.2f}× llama.cpp's own "
-                       f"(target: same speed, within 5%): {mark(abs(ratio - 1) <= 0.05)}")
+                       f"(target: same speed, at most 5% slower): {mark(ratio >= 0.95)}")
     for r in (r for r in rows if r["section"] == "ct"):
         out.append(f"compressed-tensors int4 reload max |logit diff| {r['max_abs_logit_diff']:.3g} (target ≤ 1e-3): "
                    f"{mark(r['max_abs_logit_diff'] <= 1e-3)}")
