@@ -17,10 +17,10 @@ import importlib.util
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -208,7 +208,9 @@ def stream_llama_cpp(path: Path, prompt: str, max_new_tokens: int, write: Callab
     start = time.perf_counter()
     first = None
     pieces = 0
-    for chunk in llm(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1, stream=True):
+    chunks = cast(Iterator[dict[str, Any]],  # stream=True: an iterator of completion chunks
+                  llm(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1, stream=True))
+    for chunk in chunks:
         first = first or time.perf_counter()
         pieces += 1
         write(chunk["choices"][0]["text"])

@@ -3,9 +3,15 @@
 import pytest
 import torch
 
+import slimkit
 from slimkit.eval.compiled_decode import CompiledGreedy
 from slimkit.eval.generation import timed_greedy_run
+from slimkit.quantize.pack_method import PackConfig
 from tests._models import tiny_llama
+
+PACKED = {"int4": [slimkit.RTNConfig(gguf="q4_0"), PackConfig(kernel="int4-weight")],
+          "int8-weight": [slimkit.RTNConfig(bits=8), PackConfig(kernel="int8-weight")],
+          "int8-dynamic": [PackConfig(kernel="int8-dynamic")]}
 
 
 @pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.heavy)])
@@ -23,3 +29,14 @@ def test_a_run_longer_than_the_static_cache_is_refused():
     decoder = CompiledGreedy(tiny_llama(vocab=256), max_len=16, backend="eager")
     with pytest.raises(ValueError, match="12 prompt \\+ 8 new tokens exceed the static cache \\(16\\)"):
         decoder.run(torch.zeros(1, 12, dtype=torch.long), 8)
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("kernel", sorted(PACKED))
+def test_packed_models_decode_compiled_with_the_eager_tokens(kernel, backend):
+    model = tiny_llama(vocab=256)
+    for config in PACKED[kernel]:
+        slimkit.apply(model, config)
+    ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(0))
+    expected = timed_greedy_run(model, ids, 10).tokens
+    assert torch.equal(CompiledGreedy(model, max_len=32, backend=backend).run(ids, 10).tokens, expected)
