@@ -9,9 +9,11 @@ MiniLM. Every row is measured on the pydoc evaluation split; the learning rate i
   whose plain fine-tune of the pruned model has the lowest val perplexity, so the choice favours the
   undistilled row if anything; the distillation setting is the candidate with the lowest val perplexity.
   Target: distillation below plain fine-tuning.
-* ``depth``: every third decoder layer dropped (30 → 20, kept layers initialised from the teacher), then
-  ``--budget`` seconds of training with and without distillation (alpha 0.5, T = 2) at the learning rate the
-  recovery section chose: perplexity, parameters, greedy decode tokens/s at batch 1.
+* ``depth``: every third decoder layer dropped (30 → 20, kept layers initialised from the teacher; which third,
+  by the untrained students' val perplexity: dropping the last layer is far worse), then ``--budget`` seconds
+  of training with and without distillation (alpha 0.5, T = 2; ``--depth-epochs`` over the training windows
+  so the budget, not the data, ends both runs) at the learning rate the recovery section chose: perplexity,
+  parameters, greedy decode tokens/s at batch 1.
 * ``minilm``: ``minilm-l6`` → every other encoder layer (3), trained to the teacher's sentence embeddings on
   ``--sentences`` pydoc sentences (cosine loss, ``--minilm-epochs``), learning rate (``--minilm-lrs``) chosen
   by the cosine on val sentences; target: mean cosine with the teacher's embeddings ≥ 0.90 on the evaluation
@@ -115,29 +117,52 @@ def _chosen_lr(args: argparse.Namespace, rows: list[dict[str, Any]]) -> float:
     return next((r["lr"] for r in rows if r.get("section") == "recovery" and r.get("chosen")), args.lm_lrs[0])
 
 
+def drop_candidates(layers: int, every: int = 3) -> dict[int, DropLayersConfig]:
+    """Every way to drop every ``every``-th layer, by the offset of the first dropped one (offset
+    ``every - 1`` is ``drop_every``; offset 1 keeps both the first and the last layer)."""
+    return {offset: DropLayersConfig(keep=tuple(i for i in range(layers) if i % every != offset))
+            for offset in range(every)}
+
+
 def depth_rows(args: argparse.Namespace, earlier: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     base = slimkit.load_model("smollm2-135m")
     teacher = frozen_copy(base)
     windows = token_windows(base.tokenizer, documents(PYDOC, "eval"), 512, args.eval_windows)
+    val = token_windows(base.tokenizer, documents(PYDOC, "val"), 512, args.val_windows)
     lr = _chosen_lr(args, earlier or [])
-    student = _copy(base)
-    apply(student.model, DropLayersConfig(drop_every=3))
+    n = base.model.config.num_hidden_layers
+    candidates = drop_candidates(n)
+    untrained: dict[int, tuple[ModelBundle, float]] = {}
+    for offset, config in candidates.items():  # which third to drop: the untrained student's val perplexity
+        student = _copy(base)
+        apply(student.model, config)
+        untrained[offset] = student, perplexity(student.model, val, 4)
+    offset = min(untrained, key=lambda o: untrained[o][1])
+    student = untrained[offset][0]
+    dropped = list(range(offset, n, 3))
     plain, distilled = _copy(student), _copy(student)
-    budget = {"max_seconds": args.budget}
+    budget = {"max_seconds": args.budget, "epochs": args.depth_epochs}  # more steps than fit: the budget stops
     stats = {"plain": _train(plain, _lm_section(args, lr, None, **budget), None),
              "distilled": _train(distilled, _lm_section(args, lr, DistillSection(alpha=0.5, temperature=2.0),
                                                         **budget), teacher)}
-    bundles = [("teacher (30 layers)", base, {}), ("20 layers, untrained", student, {}),
-               ("20 layers + next-token fine-tune", plain, stats["plain"]),
-               ("20 layers + distillation (T=2, alpha 0.5)", distilled, stats["distilled"])]
-    speeds = measure_speeds([b for _, b, _ in bundles], prompt_len=128, new_tokens=64, rounds=2)
+    bundles = [("teacher (30 layers)", base, {"dropped": []}),
+               *((f"{n - len(range(o, n, 3))} layers (dropped {', '.join(map(str, range(o, n, 3)))}), untrained", b,
+                  {"val_perplexity": round(v, 3), "chosen": o == offset, "dropped": list(range(o, n, 3))})
+                 for o, (b, v) in untrained.items()),
+               ("20 layers + next-token fine-tune", plain, {**stats["plain"], "dropped": dropped}),
+               ("20 layers + distillation (T=2, alpha 0.5)", distilled, {**stats["distilled"], "dropped": dropped})]
+    timed = [b for label, b, extra in bundles if extra.get("chosen", True)]
+    speeds = dict(zip(map(id, timed), measure_speeds(timed, prompt_len=128, new_tokens=64, rounds=2), strict=True))
     rows = []
-    for (label, bundle, extra), speed in zip(bundles, speeds, strict=True):
-        layers = bundle.model.config.num_hidden_layers
-        rows.append({"section": "depth", "table": "depth", "variant": label, "layers": layers,
+    for label, bundle, extra in bundles:
+        speed = speeds.get(id(bundle))
+        rows.append({"section": "depth", "table": "depth", "variant": label,
+                     "layers": bundle.model.config.num_hidden_layers,
                      "perplexity": round(perplexity(bundle.model, windows, batch_size=4), 3),
-                     "params": count_params(bundle.model), "decode_tok_s": round(speed[1].value, 1), "lr": lr,
-                     "budget_s": args.budget, **extra, **provenance()})
+                     "params": count_params(bundle.model),
+                     "decode_tok_s": None if speed is None else round(speed[1].value, 1), "lr": lr,
+                     "budget_s": args.budget, **extra,
+                     **provenance()})
         print(rows[-1], flush=True)
     release_memory()
     return rows
@@ -200,8 +225,10 @@ def llm_markdown(rows: list[dict[str, Any]], columns: Any) -> list[str]:
     dep = [r for r in rows if r["section"] == "depth"]
     if dep:
         out += ["## SmolLM2-135M → 20-layer student (every third layer dropped)", ""]
-        out += markdown_table(columns("variant", "layers", "perplexity", "params", "decode_tok_s", "lr", "budget_s",
-                                      "train_steps", "train_seconds"), dep) + [""]
+        out += ["Which third is dropped (`chosen`): the untrained students' val perplexity. Both students train "
+                "for the same wall-clock budget, so distillation's teacher forward costs it steps.", ""]
+        out += markdown_table(columns("variant", "layers", "perplexity", "val_perplexity", "chosen", "params",
+                                      "decode_tok_s", "lr", "budget_s", "train_steps", "train_seconds"), dep) + [""]
         kd, ft = dep[-1], dep[-2]
         out += [f"**{'MET' if kd['perplexity'] < ft['perplexity'] else 'MISSED'}**: distilled {kd['perplexity']} vs "
                 f"undistilled {ft['perplexity']} within {kd['budget_s']:.0f} s of training each.", ""]

@@ -230,6 +230,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kd-candidates", type=_alpha_temperature, nargs="+", default=[(1.0, 2.0), (0.5, 2.0), (0.5, 1.0)],
                    help="SmolLM2 recovery distillation settings ALPHA:T, chosen on val")
     p.add_argument("--budget", type=float, default=900, help="seconds of training for the 20-layer student")
+    p.add_argument("--depth-epochs", type=int, default=4, help="epochs the 20-layer students may run (budget-bound)")
     p.add_argument("--sentences", type=int, default=4096,
                    help="MiniLM training sentences (at most the calibration split's 2,388)")
     p.add_argument("--minilm-lrs", type=float, nargs="+", default=[1e-3, 3e-3],
