@@ -278,7 +278,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         by = "llama.cpp" if key == "perplexity_llama_cpp" else "the file's values in PyTorch"
         for r in (r for r in done if r["type"] == qtype and r["method"] not in REFERENCES):
             if r["method"] == "rtn":  # llama.cpp's own rule on slimkit's side: a reference, not a target
-                out.append(f"{qtype.upper()} from slimkit RTN (llama.cpp's rule): perplexity {r[key]:.3f} vs "
+                rule = "llama.cpp's rule" if qtype != "q4_1" else "0 on the grid, integer zero point"
+                out.append(f"{qtype.upper()} from slimkit RTN ({rule}): perplexity {r[key]:.3f} vs "
                            f"{ref['method']} {ref[key]:.3f} ({by}); values exact: {r['slimkit_values_exact']}")
                 continue
             size = r["bytes"] / ref["bytes"] - 1
