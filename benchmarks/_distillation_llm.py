@@ -131,26 +131,27 @@ def depth_rows(args: argparse.Namespace, earlier: list[dict[str, Any]] | None = 
     val = token_windows(base.tokenizer, documents(PYDOC, "val"), 512, args.val_windows)
     lr = _chosen_lr(args, earlier or [])
     n = base.model.config.num_hidden_layers
-    candidates = drop_candidates(n)
     untrained: dict[int, tuple[ModelBundle, float]] = {}
-    for offset, config in candidates.items():  # which third to drop: the untrained student's val perplexity
+    dropped: dict[int, list[int]] = {}
+    for offset, config in drop_candidates(n).items():  # which third to drop: the untrained val perplexity
         student = _copy(base)
         apply(student.model, config)
         untrained[offset] = student, perplexity(student.model, val, 4)
+        dropped[offset] = [i for i in range(n) if i not in config.kept_layers(n)]
     offset = min(untrained, key=lambda o: untrained[o][1])
     student = untrained[offset][0]
-    dropped = list(range(offset, n, 3))
     plain, distilled = _copy(student), _copy(student)
     budget = {"max_seconds": args.budget, "epochs": args.depth_epochs}  # more steps than fit: the budget stops
     stats = {"plain": _train(plain, _lm_section(args, lr, None, **budget), None),
              "distilled": _train(distilled, _lm_section(args, lr, DistillSection(alpha=0.5, temperature=2.0),
                                                         **budget), teacher)}
     bundles = [("teacher (30 layers)", base, {"dropped": []}),
-               *((f"{n - len(range(o, n, 3))} layers (dropped {', '.join(map(str, range(o, n, 3)))}), untrained", b,
-                  {"val_perplexity": round(v, 3), "chosen": o == offset, "dropped": list(range(o, n, 3))})
+               *((f"{n - len(dropped[o])} layers (dropped {', '.join(map(str, dropped[o]))}), untrained", b,
+                  {"val_perplexity": round(v, 3), "chosen": o == offset, "dropped": dropped[o]})
                  for o, (b, v) in untrained.items()),
-               ("20 layers + next-token fine-tune", plain, {**stats["plain"], "dropped": dropped}),
-               ("20 layers + distillation (T=2, alpha 0.5)", distilled, {**stats["distilled"], "dropped": dropped})]
+               ("20 layers + next-token fine-tune", plain, {**stats["plain"], "dropped": dropped[offset]}),
+               ("20 layers + distillation (T=2, alpha 0.5)", distilled,
+                {**stats["distilled"], "dropped": dropped[offset]})]
     timed = [b for label, b, extra in bundles if extra.get("chosen", True)]
     speeds = dict(zip(map(id, timed), measure_speeds(timed, prompt_len=128, new_tokens=64, rounds=2), strict=True))
     rows = []
@@ -161,8 +162,7 @@ def depth_rows(args: argparse.Namespace, earlier: list[dict[str, Any]] | None = 
                      "perplexity": round(perplexity(bundle.model, windows, batch_size=4), 3),
                      "params": count_params(bundle.model),
                      "decode_tok_s": None if speed is None else round(speed[1].value, 1), "lr": lr,
-                     "budget_s": args.budget, **extra,
-                     **provenance()})
+                     "budget_s": args.budget, **extra, **provenance()})
         print(rows[-1], flush=True)
     release_memory()
     return rows

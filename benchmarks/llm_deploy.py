@@ -216,9 +216,10 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
     for name, model in variants:
         workloads.append((name, lambda m=model: _timing(timed_greedy_run(m, prompt, n))))
     for name, model in variants:  # the same models, the decode step compiled by inductor
-        compiled = compiled_workload(name.replace(" eager", "") + COMPILED, model, prompt, n, rows)
+        compiled_name = name.replace(" eager", "") + COMPILED
+        compiled = compiled_workload(compiled_name, model, prompt, n, rows)
         if compiled is not None:
-            workloads.append((name.replace(" eager", "") + COMPILED, compiled))
+            workloads.append((compiled_name, compiled))
     for qtype in ("q4_0", "q8_0"):
         for method in SPEED_FILES:
             name, path = f"llama.cpp {qtype.upper()} ({method} file)", FILES / f"{method}-{qtype}.gguf"
