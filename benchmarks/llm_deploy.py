@@ -204,6 +204,16 @@ def compiled_workload(name: str, model: Any, prompt: torch.Tensor, n: int, rows:
     return lambda: _timing(decoder.run(prompt, n))
 
 
+def speed_file(sm: Any, method: str, qtype: str, calib_samples: int) -> Path:
+    """The GGUF file llama.cpp times: the one the gguf section left, else written here the same way."""
+    path = FILES / f"{method}-{qtype}.gguf"
+    if not path.exists():
+        FILES.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="llm-deploy-", dir=FILES) as tmp:
+            gguf_file(sm, method, qtype, calib_samples, Path(tmp))[0].replace(path)
+    return path
+
+
 def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Callable[[], None]) -> None:
     if any(r["section"] == "speed" for r in rows):
         return
@@ -222,13 +232,11 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
             workloads.append((compiled_name, compiled))
     for qtype in ("q4_0", "q8_0"):
         for method in SPEED_FILES:
-            name, path = f"llama.cpp {qtype.upper()} ({method} file)", FILES / f"{method}-{qtype}.gguf"
-            skipped = LLAMA_CPP_SKIP if LLAMA_CPP_MISSING else None if path.exists() else \
-                f"no {path.name}: run the gguf section first (it writes the file)"
-            if skipped:
-                rows.append({"section": "speed", "variant": name, "skipped": skipped, **provenance()})
+            name = f"llama.cpp {qtype.upper()} ({method} file)"
+            if LLAMA_CPP_MISSING:
+                rows.append({"section": "speed", "variant": name, "skipped": LLAMA_CPP_SKIP, **provenance()})
                 continue
-            runner = LlamaCppRunner(path, n_ctx=args.prompt_len + n + 8)
+            runner = LlamaCppRunner(speed_file(sm, method, qtype, args.calib_samples), n_ctx=args.prompt_len + n + 8)
             workloads.append((name, lambda r=runner: _timing(r.greedy_run(prompt, n))))
     sm.reset()
     for _, fn in workloads:  # warm-up (and the compiled rows' compilation)
