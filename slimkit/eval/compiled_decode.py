@@ -10,7 +10,8 @@ A one-token step multiplies a single row by every weight, and torch's fp32/bf16 
 thread (measured here: ~13 GB/s cold, the same with one or two threads), so compiling alone gained 1.2× on
 SmolLM2. Inductor's ``decompose_mm_pass`` rewrites such a one-row ``mm`` as a multiply-and-sum that inductor
 parallelizes over output rows (~25 GB/s on the 49152×576 head); its CPU size limit (2048) is raised to every
-shape. Packed layers do the same in their own terms (:meth:`slimkit.quantize.packed.PackedLinear.row_matmul`).
+shape. Packed layers keep their kernels: dynamo traces the aten int4/int8 ones as they are, and fbgemm's
+through a custom op (``kernels.dynamic_int8_linear``), so the whole step is one graph.
 Measured speed: ``benchmarks/llm_deploy.py`` (speed section).
 """
 

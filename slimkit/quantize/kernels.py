@@ -21,6 +21,7 @@ Each wrapper takes and returns 2-D tensors; reshaping and dtype policy belong to
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import Tensor
@@ -131,35 +132,28 @@ def dynamic_int8_mm(x: Tensor, packed: object, reduce_range: bool) -> Tensor:
     return torch.ops.quantized.linear_dynamic(x / row_max, packed, reduce_range) * row_max
 
 
-# One-row forms for compiled decoding. torch.compile cannot fuse the kernels above (they are opaque calls,
-# the fbgemm one a graph break), and a one-row matmul is bound by reading the weight. Written as plain
-# unpack-multiply-sum, inductor fuses each into one reduction that reads the integers once, on every core.
-# Each reproduces its kernel's arithmetic (bf16 activations and scales, per-token activation quantization).
 
-def int4_row_mm(x: Tensor, nibbles: Tensor, group: int, scale_zero: Tensor) -> Tensor:
-    """:func:`int4_weight_mm` for one row ``x`` (1, in); ``nibbles`` (out, in/2) uint8, the high nibble first."""
-    out, n_groups = nibbles.shape[0], scale_zero.shape[0]
-    u = torch.stack([nibbles >> 4, nibbles & 15], dim=-1).reshape(out, n_groups, group)  # (out, G, group)
-    xg = x.to(KERNEL_DTYPE).float().reshape(1, n_groups, group)
-    scale, zero = scale_zero[..., 0].t().float(), scale_zero[..., 1].t().float()  # (out, G) each
-    y = ((u.float() - 8.0) * xg).sum(-1) * scale + xg.sum(-1) * zero  # (out, G)
-    return y.sum(-1)[None].to(KERNEL_DTYPE)
+# torch.compile traces the two aten kernels above as they are, but not fbgemm's packed weight (a TorchScript
+# object): each call broke the compiled decode step into one graph per layer, slower than eager. Behind a
+# custom op that names the packed weight by a handle, the step stays one graph and inductor calls fbgemm.
+_PREPACKED: dict[int, object] = {}
 
 
-def int8_row_mm(x: Tensor, weight: Tensor, scales: Tensor) -> Tensor:
-    """:func:`int8_weight_mm` for one row ``x`` (1, in)."""
-    y = (weight.float() * x.to(KERNEL_DTYPE).float()).sum(-1) * scales.float()  # (out,)
-    return y[None].to(KERNEL_DTYPE)
+def register_prepacked(owner: object, packed: object) -> int:
+    """Make ``packed`` reachable by :func:`dynamic_int8_linear` under a handle, forgotten when ``owner`` dies."""
+    handle = id(owner)
+    if handle not in _PREPACKED:
+        weakref.finalize(owner, _PREPACKED.pop, handle, None)
+    _PREPACKED[handle] = packed
+    return handle
 
 
-def dynamic_int8_row_mm(x: Tensor, weight: Tensor, scales: Tensor, reduce_range: bool) -> Tensor:
-    """:func:`dynamic_int8_mm` for one row ``x`` (1, in): fbgemm's activation quantization (min/max with 0
-    kept on the grid, an integer zero point, 255 or 127 levels) and integer products, in float32."""
-    x = x.float()
-    levels = 127.0 if reduce_range else 255.0
-    lo, hi = x.amin().clamp(max=0.0), x.amax().clamp(min=0.0)
-    step = (hi - lo) / levels
-    step = torch.where(step == 0, torch.full_like(step, 0.1), step)  # fbgemm's choice for an all-zero row
-    zero_point = torch.round(-lo / step).clamp(0.0, levels)
-    q = (torch.round(x * (1.0 / step)) + zero_point).clamp(0.0, levels)  # (1, in)
-    return ((q - zero_point) * weight.float()).sum(-1)[None] * (step * scales.float())  # (1, out)
+@torch.library.custom_op("slimkit::dynamic_int8_linear", mutates_args=())
+def dynamic_int8_linear(x: Tensor, handle: int, out_features: int, reduce_range: bool) -> Tensor:
+    """:func:`dynamic_int8_mm` with the weight registered under ``handle``; (M, out_features) float32."""
+    return dynamic_int8_mm(x, _PREPACKED[handle], reduce_range)
+
+
+@dynamic_int8_linear.register_fake
+def _dynamic_int8_linear_shape(x: Tensor, handle: int, out_features: int, reduce_range: bool) -> Tensor:
+    return x.new_empty(x.shape[0], out_features, dtype=torch.float32)

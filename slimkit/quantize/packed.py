@@ -138,16 +138,10 @@ class PackedLinear(nn.Module, ABC):
     def matmul(self, x: Tensor) -> Tensor:
         """``x`` (M, in) times the weight, (M, out), in the kernel's dtype."""
 
-    def row_matmul(self, x: Tensor) -> Tensor:
-        """:meth:`matmul` of one row ``x`` (1, in) in ops ``torch.compile`` can fuse (see ``kernels.int4_row_mm``)."""
-        return self.matmul(x)
-
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
         if self._fallback_weight is not None:
             y = F.linear(rows.to(self._fallback_weight.dtype), self._fallback_weight).to(x.dtype)  # (M, out)
-        elif rows.shape[0] == 1 and torch.compiler.is_compiling():  # a compiled decode step
-            y = self.row_matmul(rows).to(x.dtype)
         else:
             y = self.matmul(rows).to(x.dtype)  # (M, out)
         if self.bias is not None:
@@ -207,10 +201,6 @@ class Int4WeightLinear(PackedLinear):
     def matmul(self, x: Tensor) -> Tensor:
         return kernels.int4_weight_mm(x, self._packed, self._group, self._scale_zero)
 
-    def row_matmul(self, x: Tensor) -> Tensor:
-        nibbles = self.qdata.view(self.out_features, self.in_features // 2)  # the kernel's u, two per byte
-        return kernels.int4_row_mm(x, nibbles, self._group, self._scale_zero)
-
 
 def _per_channel_int8(scheme: QuantScheme) -> bool:
     per_channel = scheme.granularity in ("channel", "tensor")
@@ -237,9 +227,6 @@ class Int8WeightLinear(PackedLinear):
     def matmul(self, x: Tensor) -> Tensor:
         return kernels.int8_weight_mm(x, self._weight, self._scales)
 
-    def row_matmul(self, x: Tensor) -> Tensor:
-        return kernels.int8_row_mm(x, self._weight, self._scales)
-
 
 class Int8DynamicLinear(PackedLinear):
     """8-bit symmetric per-channel weights on fbgemm; float32 activations quantized to int8 per call."""
@@ -255,16 +242,20 @@ class Int8DynamicLinear(PackedLinear):
             self.build_fallback(torch.float32, "no fbgemm/x86 quantized engine on this machine")
             return
         self._packed = kernels.prepack_dynamic_int8(self.integers(), self.scale[:, 0])
+        self._handle = kernels.register_prepacked(self, self._packed)
         self.reduce_range = kernels.dynamic_int8_reduce_range()  # decided on the CPU that runs it, not saved
         activations = "7-bit activations (no VNNI)" if self.reduce_range else "int8 activations"
         self._fallback_weight, self.compute = None, f"int8 dynamic: {activations} and int8 weights, fbgemm"
 
     def matmul(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():  # the same fbgemm call, as an op dynamo keeps in the graph
+            return torch.ops.slimkit.dynamic_int8_linear(x, self._handle, self.out_features, self.reduce_range)
         return kernels.dynamic_int8_mm(x, self._packed, self.reduce_range)
 
-    def row_matmul(self, x: Tensor) -> Tensor:
-        weight = self.qdata.view(self.out_features, self.in_features).to(torch.int16) + self.scheme.qmin  # (out, in)
-        return kernels.dynamic_int8_row_mm(x, weight, self.scale[:, 0], self.reduce_range)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_packed" in state:  # a copy (copy.deepcopy, pickle) needs its own handle
+            self._handle = kernels.register_prepacked(self, self._packed)
 
 
 class DequantLinear(PackedLinear):

@@ -195,7 +195,10 @@ def test_compress_pipeline_reports_packed_layers(tmp_path):
     recipe.write_text("version: 1\nsteps:\n  - method: quant.pack\n    kernel: int8-dynamic\n"
                       "eval:\n  latency:\n    repeats: 2\n")
     report = slimkit.compress(lenet_bundle(in_features=64), load_recipe(recipe), tmp_path / "out", eval_data="digits")
-    assert any("3 layers are packed: 3 × int8 dynamic: int8 activations and int8 weights, fbgemm." in note
+    from slimkit.quantize.kernels import dynamic_int8_reduce_range
+
+    activations = "7-bit activations (no VNNI)" if dynamic_int8_reduce_range() else "int8 activations"
+    assert any(f"3 layers are packed: 3 × int8 dynamic: {activations} and int8 weights, fbgemm." in note
                for note in report.notes)
     loaded = load_slimkit_dir(tmp_path / "out").model
     assert len(packed_modules(loaded)) == 3
