@@ -132,7 +132,6 @@ def dynamic_int8_mm(x: Tensor, packed: object, reduce_range: bool) -> Tensor:
     return torch.ops.quantized.linear_dynamic(x / row_max, packed, reduce_range) * row_max
 
 
-
 # torch.compile traces the two aten kernels above as they are, but not fbgemm's packed weight (a TorchScript
 # object): each call broke the compiled decode step into one graph per layer, slower than eager. Behind a
 # custom op that names the packed weight by a handle, the step stays one graph and inductor calls fbgemm.
