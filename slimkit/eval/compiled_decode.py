@@ -11,8 +11,9 @@ thread (measured here: ~13 GB/s cold, the same with one or two threads), so comp
 SmolLM2. Inductor's ``decompose_mm_pass`` rewrites such a one-row ``mm`` as a multiply-and-sum that inductor
 parallelizes over output rows (~25 GB/s measured on a lone 49152×576 weight); its CPU size limit (2048) is
 raised to every shape. (A profile of SmolLM2's step still shows the tied head as one ``aten::mm``, 10.6 of
-~43 ms per token: the pass does not rewrite it there, a lead for the next speed-up.) Packed layers keep their kernels: dynamo traces the aten int4/int8 ones as they are, and fbgemm's
-through a custom op (``kernels.dynamic_int8_linear``), so the whole step is one graph.
+~43 ms per token: the pass does not rewrite it there, a lead for the next speed-up.)
+Packed layers keep their kernels: dynamo traces the aten int4/int8 ones as they are, and fbgemm's through a
+custom op (``kernels.dynamic_int8_linear``), so the whole step is one graph.
 Measured speed: ``benchmarks/llm_deploy.py`` (speed section).
 """
 
