@@ -25,6 +25,7 @@ from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import build_architecture
 from slimkit.prune.structured.method import StructuredPruneConfig
 from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.kernels import cpu_has_vnni
 from slimkit.quantize.rtn import RTNConfig
 from tests._models import lenet_bundle, tiny_bert, tiny_llama
 
@@ -305,8 +306,12 @@ def test_minilm_compiles_in_tvm_and_matches_fp32_and_int8_dynamic(tmp_path):
                               {"precision": precision, "check": ["onnxruntime", "tvm"]})
         ort_check, tvm_check = result.checks
         assert tvm_check.runtime == "tvm" and tvm_check.passed and tvm_check.max_abs_diff < tolerance
-        # TVM computes the same int8 arithmetic as ONNX Runtime, not merely something close to PyTorch
-        assert abs(tvm_check.max_abs_diff - ort_check.max_abs_diff) < 1e-5
+        # TVM computes the same int8 arithmetic as ONNX Runtime, not merely something close to PyTorch.
+        # Without VNNI, ONNX Runtime's AVX2 u8s8 kernel saturates int16 pair sums on a few outputs, so
+        # only the mean error is shared there; with VNNI both are exact and even the worst case agrees.
+        assert abs(tvm_check.mean_abs_diff - ort_check.mean_abs_diff) < 1e-3 * max(ort_check.mean_abs_diff, 1e-3)
+        if cpu_has_vnni() or precision == "fp32":
+            assert abs(tvm_check.max_abs_diff - ort_check.max_abs_diff) < 1e-5
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
