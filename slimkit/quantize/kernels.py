@@ -69,6 +69,19 @@ def cpu_has_vnni() -> bool:
     return any(bool(capabilities.get(feature, False)) for feature in VNNI_FEATURES)
 
 
+#: CPU features that compute bf16 products in hardware; without them torch emulates bf16 through float32.
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16; unknown means no)."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return False
+    capabilities = get_capabilities()
+    return any(bool(capabilities.get(feature, False)) for feature in NATIVE_BF16_FEATURES)
+
+
 def dynamic_int8_reduce_range() -> bool:
     """Whether dynamic int8 must quantize activations to 7 bits on this CPU (no VNNI: int16 saturation)."""
     return not cpu_has_vnni()

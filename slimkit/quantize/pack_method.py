@@ -17,10 +17,15 @@ record's grid away.
 The step's stats count the modules by kernel (``packed``) and by the path each one really computes
 with (``compute``), dequantize-then-matmul fallbacks included.
 
-The int4 and int8 weight-only kernels are fast only with bf16 activations, so ``activation_dtype:
-auto`` converts the rest of the model (embeddings, norms, attention, ``lm_head``) to bf16 when it
-packs any weight-only layer; ``float32`` keeps the rest of the model in float32 and the packed layers
-cast their inputs to bf16 and back.
+The int4 and int8 weight-only kernels compute in bf16, so on a CPU with native bf16 (AVX512-BF16, AMX)
+``activation_dtype: auto`` converts the rest of the model (embeddings, norms, attention, ``lm_head``) to
+bf16 when it packs any weight-only layer. Elsewhere torch emulates bf16 (SmolLM2's bf16 prefill ran 6×
+slower than float32 on an AVX2 CPU), so ``auto`` keeps the model's dtype and the packed layers cast their
+inputs to bf16 and back; ``float32``/``bfloat16`` force either.
+
+Each packed layer shape is also timed once (:mod:`slimkit.quantize.kernel_probe`): calls where
+dequantizing the packed weight per call beats the kernel take that path. ``stats["probe"]`` gives, per
+shape, the chosen path for one row and for many, and its speed relative to float32.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import nn
 
 from slimkit.config import BaseConfig, Targets
 from slimkit.method import Method, register
+from slimkit.quantize.kernels import cpu_has_native_bf16
 from slimkit.quantize.packed import PACKED_KERNELS, PackedLinear, float_dtype, replace_module
 from slimkit.quantize.primitives import QuantScheme, compute_qparams, quantize
 from slimkit.quantize.record import QuantRecord, get_quant_record, record_integers
@@ -51,8 +57,8 @@ class PackConfig(BaseConfig):
     model) or int8-dynamic (float32 model) for 8-bit per-channel symmetric records, and the dequant
     fallback for everything else. An explicit int4-weight or int8-weight falls back to dequant for
     layers it cannot run (counted in the step's stats); an explicit int8-dynamic refuses records it
-    cannot run. ``activation_dtype: auto`` runs the model in bf16 when any weight-only kernel is used,
-    else keeps its dtype.
+    cannot run. ``activation_dtype: auto`` runs the model in bf16 when any weight-only kernel is used and
+    the CPU computes bf16 natively, else keeps its dtype.
     """
 
     method: Literal["quant.pack"] = "quant.pack"
@@ -144,13 +150,14 @@ class PackMethod(Method[PackConfig]):
             model.to(dtype)  # packed modules keep their integers and scales exact
         counts = Counter(m.kernel for m in packed)
         fallback = sum(m.falls_back for m in packed) if cfg.kernel != "dequant" else 0
+        probe = {f"{m.kernel} {m.out_features}×{m.in_features}": m.routes.summary() for m in packed if m.routes.ms}
         return {"packed": dict(sorted(counts.items())), "compute": dict(Counter(m.compute for m in packed)),
                 "dequant_fallback": fallback, "left_float": skipped,
-                "activation_dtype": str(dtype).removeprefix("torch.")}
+                "activation_dtype": str(dtype).removeprefix("torch."), "probe": probe}
 
     def _activation_dtype(self, model: nn.Module, kernels: list[str]) -> torch.dtype:
         if self.config.activation_dtype != "auto":
             return getattr(torch, self.config.activation_dtype)
-        if any(k in _WEIGHT_ONLY for k in kernels):
+        if any(k in _WEIGHT_ONLY for k in kernels) and cpu_has_native_bf16():
             return torch.bfloat16
         return float_dtype(model)

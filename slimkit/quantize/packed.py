@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slimkit.export.registry import FormatError, register_module_restorer
-from slimkit.quantize import kernels
+from slimkit.quantize import kernel_probe, kernels
+from slimkit.quantize.dequant_call import DequantLayout, dequant_layout, dequantize_per_call, supports_per_call
 from slimkit.quantize.packing import pack_bits, packed_nbytes, unpack_bits
 from slimkit.quantize.primitives import QuantScheme, dequantize
 
@@ -73,6 +74,8 @@ class PackedLinear(nn.Module, ABC):
         self.bias = nn.Parameter(torch.zeros(rows), requires_grad=False) if has_bias else None
         self.compute = ""  # the path build_kernel chose, in words
         self._fallback_weight: Tensor | None = None  # (out, in) when no kernel runs this layer here
+        self.routes = kernel_probe.LayerRoutes()  # which calls use the kernel, which dequantize per call
+        self._dequant: DequantLayout | None = None
 
     @classmethod
     def supports(cls, scheme: QuantScheme, out_features: int, in_features: int) -> bool:
@@ -94,7 +97,7 @@ class PackedLinear(nn.Module, ABC):
                 module.zero.copy_(zero.to(torch.uint8))
             if module.bias is not None and bias is not None:
                 module.bias.copy_(bias)
-        module.build_kernel()
+        module.rebuild()
         return module
 
     def integers(self) -> Tensor:
@@ -130,6 +133,30 @@ class PackedLinear(nn.Module, ABC):
         name = self.scheme.kind if self.scheme.kind != "int" else f"{self.scheme.bits}-bit"
         self.compute = f"{name} weights dequantized to {str(dtype).removeprefix('torch.')}, then matmul ({why})"
 
+    def rebuild(self) -> None:
+        """Derive the kernel's layout, then measure (once per shape) which calls should dequantize instead."""
+        self.build_kernel()
+        self.routes, self._dequant = kernel_probe.LayerRoutes(), None
+        s, out, n_in = self.scheme, self.out_features, self.in_features
+        if self.falls_back or not kernel_probe.probe_enabled() or not supports_per_call(s, out, n_in):
+            return
+        self._dequant = dequant_layout(self.scale, self.zero_point(), s, out, n_in)
+        self.routes = kernel_probe.cached_routes((self.kernel, s, out, n_in), self._route_paths, n_in, out)
+        if {self.routes.few_rows, self.routes.many_rows} == {kernel_probe.KERNEL}:
+            self._dequant = None
+        if self.routes.describe():
+            self.compute += f"; {self.routes.describe()}"
+
+    def _route_paths(self) -> dict[str, Any]:
+        paths: dict[str, Any] = {kernel_probe.KERNEL: self.matmul}
+        for dtype in (torch.float32, torch.bfloat16) if kernels.cpu_has_native_bf16() else (torch.float32,):
+            paths[f"dequant-{str(dtype).removeprefix('torch.')}"] = lambda x, dt=dtype: self._dequant_matmul(x, dt)
+        return paths
+
+    def _dequant_matmul(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        assert self._dequant is not None
+        return F.linear(x.to(dtype), dequantize_per_call(self.qdata, self._dequant, dtype))
+
     @abstractmethod
     def build_kernel(self) -> None:
         """Derive the kernel's layout from the portable state (after construction, loading or ``.to``)."""
@@ -140,10 +167,13 @@ class PackedLinear(nn.Module, ABC):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
+        route = self.routes.route(rows.shape[0])
         if self._fallback_weight is not None:
             y = F.linear(rows.to(self._fallback_weight.dtype), self._fallback_weight).to(x.dtype)  # (M, out)
-        else:
+        elif route == kernel_probe.KERNEL:
             y = self.matmul(rows).to(x.dtype)  # (M, out)
+        else:  # "dequant-float32" / "dequant-bfloat16": the probe found it faster here
+            y = self._dequant_matmul(rows, getattr(torch, route.removeprefix("dequant-"))).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -152,12 +182,12 @@ class PackedLinear(nn.Module, ABC):
         exact = {name: self._buffers[name] for name in _EXACT_BUFFERS if self._buffers.get(name) is not None}
         super()._apply(fn, recurse)
         self._buffers.update(exact)  # integers and scales never change dtype
-        self.build_kernel()
+        self.rebuild()
         return self
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self.build_kernel()
+        self.rebuild()
 
     def extra_repr(self) -> str:
         s = self.scheme
@@ -294,7 +324,7 @@ def packed_from_spec(spec: dict[str, Any]) -> PackedLinear:
                          spec.get("kind", "int"))
     extra = {"compute_dtype": getattr(torch, spec["compute_dtype"])} if "compute_dtype" in spec else {}
     module = cls(spec["in_features"], spec["out_features"], scheme, spec["bias"], **extra)
-    module.build_kernel()
+    module.rebuild()
     return module
 
 

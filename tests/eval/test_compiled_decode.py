@@ -6,7 +6,10 @@ import torch
 import slimkit
 from slimkit.eval.compiled_decode import CompiledGreedy
 from slimkit.eval.generation import timed_greedy_run
+from slimkit.quantize.dequant_call import dequant_layout
+from slimkit.quantize.kernel_probe import LayerRoutes
 from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.packed import packed_modules
 from tests._models import tiny_llama
 
 PACKED = {"int4": [slimkit.RTNConfig(gguf="q4_0"), PackConfig(kernel="int4-weight")],
@@ -45,4 +48,24 @@ def test_packed_models_decode_compiled_with_the_eager_tokens(kernel, backend):
     counters.clear()
     assert torch.equal(CompiledGreedy(model, max_len=32, backend=backend).run(ids, 10).tokens, expected)
     # one graph for the whole step: a graph break per layer (the fbgemm call once) made it slower than eager
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("kernel", ["int4", "int8-dynamic"])
+def test_a_dequantizing_route_decodes_compiled_as_one_graph(kernel):
+    """The probe may send one-row calls through per-call dequantization: that path must compile too."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_llama(vocab=256, layers=3)
+    for config in PACKED[kernel]:
+        slimkit.apply(model, config)
+    for layer in packed_modules(model).values():
+        layer._dequant = dequant_layout(layer.scale, layer.zero_point(), layer.scheme, layer.out_features,
+                                        layer.in_features)
+        layer.routes = LayerRoutes(few_rows="dequant-float32", many_rows="dequant-float32")
+    ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(0))
+    expected = timed_greedy_run(model, ids, 10).tokens
+    torch._dynamo.reset()
+    counters.clear()
+    assert torch.equal(CompiledGreedy(model, max_len=32, backend="eager").run(ids, 10).tokens, expected)
     assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1

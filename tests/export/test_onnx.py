@@ -24,8 +24,8 @@ from slimkit.export.slimkit_format import save
 from slimkit.models.bundle import ModelBundle
 from slimkit.models.zoo import build_architecture
 from slimkit.prune.structured.method import StructuredPruneConfig
-from slimkit.quantize.pack_method import PackConfig
 from slimkit.quantize.kernels import cpu_has_vnni
+from slimkit.quantize.pack_method import PackConfig
 from slimkit.quantize.rtn import RTNConfig
 from tests._models import lenet_bundle, tiny_bert, tiny_llama
 

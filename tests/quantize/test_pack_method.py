@@ -63,14 +63,17 @@ def test_int8_dynamic_on_an_int4_model_names_the_first_layer():
     assert not packed_modules(model)  # refused before anything was swapped
 
 
-def test_int4_pack_runs_the_model_in_bf16_close_to_the_simulated_model():
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_int4_pack_runs_the_model_in_bf16_only_where_the_cpu_has_bf16(monkeypatch, native_bf16):
+    monkeypatch.setattr("slimkit.quantize.pack_method.cpu_has_native_bf16", lambda: native_bf16)
     model, ids = tiny_llama(), token_batches(n=2)
     slimkit.apply(model, G32)
     simulated = logits(model, ids)
     stats = slimkit.apply(model, PackConfig()).stats
+    dtype = torch.bfloat16 if native_bf16 else torch.float32  # emulated bf16 would slow everything else down
     assert stats == {"packed": {"int4-weight": 14}, "compute": {"int4 weights, bf16 compute (int4 kernel)": 14},
-                     "dequant_fallback": 0, "left_float": 0, "activation_dtype": "bfloat16"}
-    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+                     "dequant_fallback": 0, "left_float": 0, "activation_dtype": str(dtype)[6:], "probe": {}}
+    assert model.model.embed_tokens.weight.dtype == dtype
     assert not quant_records(model)  # the records became packed modules
     rel = (logits(model, ids) - simulated).norm() / simulated.norm()
     assert rel < 0.02  # bf16 activations and bf16 scales
@@ -217,9 +220,10 @@ def test_mixed_int4_decoder_int8_head_recipe_packs_both_and_round_trips(tmp_path
     assert torch.equal(logits(loaded, ids), expected)
 
 
-def test_report_counts_what_each_packed_layer_really_runs():
+def test_report_counts_what_each_packed_layer_really_runs(monkeypatch):
     from slimkit.pipeline import _notes
 
+    monkeypatch.setattr("slimkit.quantize.pack_method.cpu_has_native_bf16", lambda: True)  # a bf16 model
     model = tiny_llama()
     slimkit.apply(model, slimkit.RTNConfig(bits=3, granularity="group", group_size=32,
                                            targets=slimkit.Targets(include=("*.mlp.*",))))
