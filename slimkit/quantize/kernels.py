@@ -62,11 +62,15 @@ def cpu_has_vnni() -> bool:
     ``torch.backends.cpu.get_cpu_capability()`` only names the vector width ("AVX512" here, also on
     AVX-512 CPUs without VNNI), so the feature flags are read instead; unknown means no VNNI (the safe side).
     """
+    return _cpu_has_any(VNNI_FEATURES)
+
+
+def _cpu_has_any(features: tuple[str, ...]) -> bool:
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if get_capabilities is None:
         return False
     capabilities = get_capabilities()
-    return any(bool(capabilities.get(feature, False)) for feature in VNNI_FEATURES)
+    return any(bool(capabilities.get(feature, False)) for feature in features)
 
 
 #: CPU features that compute bf16 products in hardware; without them torch emulates bf16 through float32.
@@ -75,11 +79,7 @@ NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16")
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16; unknown means no)."""
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if get_capabilities is None:
-        return False
-    capabilities = get_capabilities()
-    return any(bool(capabilities.get(feature, False)) for feature in NATIVE_BF16_FEATURES)
+    return _cpu_has_any(NATIVE_BF16_FEATURES)
 
 
 def dynamic_int8_reduce_range() -> bool:
