@@ -50,10 +50,13 @@ class LayerRoutes:
         """The path a call with ``rows`` rows takes."""
         return self.many_rows if rows >= MANY_ROWS_FROM else self.few_rows
 
+    def chosen(self, regime: str) -> str:
+        """The path of the ``"few"`` or ``"many"`` rows regime."""
+        return self.few_rows if regime == "few" else self.many_rows
+
     def float_ratio(self, regime: str) -> float | None:
         """Float32 ``F.linear`` time over the chosen path's time (> 1: faster than float), if measured."""
-        times = self.ms.get(regime, {})
-        chosen = self.few_rows if regime == "few" else self.many_rows
+        times, chosen = self.ms.get(regime, {}), self.chosen(regime)
         return times["float"] / times[chosen] if "float" in times and chosen in times else None
 
     def describe(self) -> str:
@@ -68,8 +71,8 @@ class LayerRoutes:
         """Per regime, the chosen path and its measured speed relative to float32 ``F.linear``."""
         out = {}
         for regime, rows in (("few", "1 row"), ("many", f"{MANY_ROWS} rows")):
-            chosen, ratio = self.few_rows if regime == "few" else self.many_rows, self.float_ratio(regime)
-            out[rows] = f"{chosen}, {ratio:.2f}× float32 speed" if ratio else chosen
+            ratio = self.float_ratio(regime)
+            out[rows] = f"{self.chosen(regime)}, {ratio:.2f}× float32 speed" if ratio else self.chosen(regime)
         return out
 
 
