@@ -63,7 +63,7 @@ from slimkit.quantize.rtn import RTNConfig
 from slimkit.recipe import Recipe
 from slimkit.search.budget import Budget, Trial, choose_point, relative_loss
 from slimkit.search.plan import search_path
-from slimkit.search.run import compressed_copy, lazy_recipes, path_options, trial_runner
+from slimkit.search.run import compressed_copy, lazy_recipes, path_options, sensitivity_for_search, trial_runner
 from slimkit.train.classifier import TrainConfig, train_classifier
 from slimkit.train.finetune import FinetuneConfig
 from slimkit.train.recipe_training import TrainSection
@@ -89,7 +89,7 @@ def run_search(bundle: ModelBundle, data: str, settings: list[Setting], budget: 
                probe: SensitivityConfig, calib: Any, args: argparse.Namespace,
                finetune: TrainSection | None = None) -> tuple[ModelBundle, dict[str, Any]]:
     """Sensitivity (cached), path, trials on ``val``; returns the kept model and what the search measured."""
-    table = analyze_sensitivity(bundle, data, settings, probe, args.cache_dir)
+    table = sensitivity_for_search(bundle, EvalConfig(data=data), settings, probe, args.cache_dir, finetune)
     before = val.quality(bundle)
     fixed = saved_size(bundle) - sum(table.bytes[g.name][UNTOUCHED] for g in table.groups)
     path = search_path(path_options(table, settings), fixed)

@@ -10,8 +10,10 @@ A one-token step multiplies a single row by every weight, and torch's fp32/bf16 
 thread (measured here: ~13 GB/s cold, the same with one or two threads), so compiling alone gained 1.2× on
 SmolLM2. Inductor's ``decompose_mm_pass`` rewrites such a one-row ``mm`` as a multiply-and-sum that inductor
 parallelizes over output rows (~25 GB/s measured on a lone 49152×576 weight); its CPU size limit (2048) is
-raised to every shape. (A profile of SmolLM2's step still shows the tied head as one ``aten::mm``, 10.6 of
-~43 ms per token: the pass does not rewrite it there, a lead for the next speed-up.)
+raised to every shape. The pass leaves the tied head (49152×576) as one ``aten::mm`` (10.6 of ~43 ms per
+SmolLM2 token in a profile), so a float head is written out as that multiply-and-sum in the step itself; only
+the argmax is kept, which the monotone logit transforms some families add (soft-capping, a positive scale)
+do not change.
 Packed layers keep their kernels: dynamo traces the aten int4/int8 ones as they are, and fbgemm's through a
 custom op (``kernels.dynamic_int8_linear``), so the whole step is one graph.
 Measured speed: ``benchmarks/llm_deploy.py`` (speed section).
@@ -49,11 +51,23 @@ class CompiledGreedy:
         config: Any = model.config
         self.cache = StaticCache(config=config, max_cache_len=max_len)
         options = INDUCTOR_OPTIONS if backend == "inductor" else None
+        lm: Any = model
+        head = lm.get_output_embeddings() if hasattr(lm, "get_decoder") else None
+        self._float_head = head if type(head) is nn.Linear else None  # packed heads keep their kernel
+        self._decoder: Any = lm.get_decoder() if self._float_head is not None else None
         self._step = torch.compile(self._decode_step, backend=backend, dynamic=False, options=options)
 
     def _decode_step(self, token: Tensor, position: Tensor) -> Tensor:
-        out = self.model(input_ids=token, position_ids=position, cache=self.cache, use_cache=True)
-        return out.logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+        head = self._float_head
+        if head is None:
+            out = self.model(input_ids=token, position_ids=position, cache=self.cache, use_cache=True)
+            return out.logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+        decoder = self._decoder
+        hidden = decoder(input_ids=token, position_ids=position, cache=self.cache, use_cache=True).last_hidden_state
+        logits = (hidden[:, -1, None, :] * head.weight).sum(dim=-1)  # (1, vocab), parallel over the vocabulary
+        if head.bias is not None:
+            logits = logits + head.bias
+        return logits.argmax(dim=-1, keepdim=True)
 
     def tokens(self, input_ids: Tensor) -> Iterator[Tensor]:
         """Greedy next tokens (1, 1) after ``input_ids`` (1, P) until the static cache is full."""

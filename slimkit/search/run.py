@@ -81,6 +81,25 @@ def recipe_for(choice: dict[str, str], groups: list[LayerGroup], calibrated: boo
     return Recipe(steps=tuple(steps), eval=eval_cfg, train=finetune)
 
 
+def sensitivity_for_search(bundle: ModelBundle, eval_cfg: EvalConfig, settings: list[Setting],
+                           analysis: SensitivityConfig | None, cache_dir: Path | None,
+                           finetune: TrainSection | None) -> SensitivityTable:
+    """The sensitivity table a search ranks by, on ``eval_cfg.data``'s validation part: one-shot, or with
+    ``finetune`` each pair scored after the fine-tuning the trials get (data-free methods, as one-shot)."""
+    data = str(eval_cfg.data)
+    if finetune is None:
+        return analyze_sensitivity(bundle, data, settings, analysis, cache_dir)
+
+    def recovered(group: LayerGroup | None, setting: Setting | None) -> ModelBundle:
+        if group is None or setting is None:
+            return compressed_copy(bundle, Recipe(steps=(FinetuneConfig(),), eval=eval_cfg, train=finetune), None)
+        return compressed_copy(bundle, recipe_for({group.name: setting.key}, [group], False, eval_cfg, finetune),
+                               None)
+
+    key = f"finetune {finetune.model_dump_json()} seq_len {eval_cfg.seq_len}"
+    return analyze_sensitivity(bundle, data, settings, analysis, cache_dir, recovered, key)
+
+
 def compressed_copy(bundle: ModelBundle, recipe: Recipe, loop: ForwardLoop | None) -> ModelBundle:
     """A copy of ``bundle`` with ``recipe``'s steps applied (the original is left as it is); training steps
     train as the recipe's ``train:`` section says, on its data (default: the recipe's evaluation data)."""
@@ -172,7 +191,7 @@ def compress_to_budget(model: str | ModelBundle, budget: Budget, settings: list[
     eval_cfg = eval_cfg.model_copy(update={"data": data})
     before, base_bytes = evaluation.quality(bundle), saved_size(bundle)
     console.print(f"original: {evaluation.metric_name} {before:.4f}, {base_bytes:,} bytes; budget: {budget.describe()}")
-    table = analyze_sensitivity(bundle, data, settings, analysis, cache_dir)
+    table = sensitivity_for_search(bundle, eval_cfg, settings, analysis, cache_dir, finetune)
     fixed = base_bytes - sum(table.bytes[g.name][UNTOUCHED] for g in table.groups)
     path = search_path(path_options(table, settings), fixed)
     loop = calibration_loop(bundle, parse_mix(list(calib)), calib_samples, eval_cfg.seq_len) if calib else None

@@ -117,3 +117,24 @@ def test_a_finetuned_trial_keeps_its_masks_and_wins_back_accuracy():
     # both copies record their steps (the saved trial's header carries them), the original records none
     assert {a["method"] for a in one_shot.applied} == {"prune.magnitude"} and bundle.applied == []
     assert [a["method"] for a in tuned.applied][-1] == "train.finetune"
+
+
+def test_with_finetuning_the_sensitivity_is_the_cost_left_after_recovery(tmp_path):
+    """One-shot 90% pruning looks ruinous; after the trials' fine-tuning most of it is won back, and the ranking
+    the search follows must say so (scored minus the untouched model fine-tuned the same way, cached apart)."""
+    from slimkit.eval.sensitivity import SensitivityConfig, analyze_sensitivity
+    from slimkit.search.run import sensitivity_for_search
+    from slimkit.train.recipe_training import TrainSection
+
+    bundle = trained_lenet_digits()
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    settings, probe = parse_tries(["sparsity=0.9"]), SensitivityConfig(samples=256)
+    one_shot = analyze_sensitivity(bundle, "digits", settings, probe, tmp_path)
+    cfg = EvalConfig(data="digits")
+    recovered = sensitivity_for_search(bundle, cfg, settings, probe, tmp_path, TrainSection(epochs=2))
+    assert recovered.cache_file != one_shot.cache_file and recovered.recovery.startswith("finetune")
+    for group, scores in recovered.scores.items():
+        assert scores["sparsity=0.9"] < 0.6 * one_shot.scores[group]["sparsity=0.9"], group
+    assert all(torch.equal(before[k], v) for k, v in bundle.model.state_dict().items())  # the original untouched
+    again = sensitivity_for_search(bundle, cfg, settings, probe, tmp_path, TrainSection(epochs=2))
+    assert again.evaluations == 0 and again.scores == recovered.scores
