@@ -55,6 +55,7 @@ from slimkit.export.gguf_export import gguf_file_values
 from slimkit.quantize.awq import AWQConfig
 from slimkit.quantize.gptq import GPTQConfig
 from slimkit.quantize.pack_method import PackConfig
+from slimkit.quantize.packed import float_dtype
 from slimkit.quantize.rtn import RTNConfig
 
 NAME = "llm_deploy"
@@ -168,9 +169,9 @@ def _hf_generate(model: Any, prompt: torch.Tensor, new_tokens: int) -> tuple[flo
     return prefill, max(run(new_tokens) - prefill, 1e-3)
 
 
-INT4 = "slimkit packed int4 Q4_0 grid (bf16)"
-INT8_WEIGHT = "slimkit packed int8 weight-only (bf16)"
-INT8_DYNAMIC = "slimkit packed int8 dynamic (fp32)"
+INT4 = "slimkit packed int4 Q4_0 grid"
+INT8_WEIGHT = "slimkit packed int8 weight-only"
+INT8_DYNAMIC = "slimkit packed int8 dynamic"
 COMPILED = " compiled (static cache)"
 
 
@@ -223,6 +224,10 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
     workloads: list[tuple[str, Callable[[], tuple[float, float]]]] = [
         ("transformers generate fp32", lambda: _hf_generate(sm.bundle.model, prompt, n))]
     variants = speed_variants(sm.bundle)
+    # the dtype the model runs in: activation_dtype auto keeps float32 on CPUs without native bf16
+    activations = {"transformers generate fp32": "float32"}
+    activations |= {label: str(float_dtype(m)).removeprefix("torch.") for n, m in variants
+                    for label in (n, n.replace(" eager", "") + COMPILED)}
     for name, model in variants:
         workloads.append((name, lambda m=model: _timing(timed_greedy_run(m, prompt, n))))
     for name, model in variants:  # the same models, the decode step compiled by inductor
@@ -248,7 +253,8 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
             if prefill + decode < sum(best[i]):
                 best[i] = (prefill, decode)
     for (name, _), (prefill, decode) in zip(workloads, best, strict=True):
-        rows.append({"section": "speed", "variant": name, "prompt_tokens": args.prompt_len, "new_tokens": n,
+        rows.append({"section": "speed", "variant": name, "activations": activations.get(name, "llama.cpp (q8)"),
+                     "prompt_tokens": args.prompt_len, "new_tokens": n,
                      "prefill_tok_s": round(args.prompt_len / prefill * 1000, 1),
                      "decode_tok_s": round((n - 1) / decode * 1000, 1), **provenance()})
     write()
@@ -340,7 +346,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                              ("quantize s", lambda r: r.get("quantize_seconds")), ("run date", lambda r: r["date"]),
                              ("commit", lambda r: r["commit"])], [r for r in rows if r["section"] == "gguf"])
     lines += ["", f"## Decode speed (batch 1, {meta['threads']} threads, timed round-robin)", ""]
-    lines += markdown_table([("runtime", lambda r: r["variant"]), ("prompt", lambda r: r.get("prompt_tokens")),
+    lines += markdown_table([("runtime", lambda r: r["variant"]), ("activations", lambda r: r.get("activations")),
+                             ("prompt", lambda r: r.get("prompt_tokens")),
                              ("new tokens", lambda r: r.get("new_tokens")),
                              ("prefill tok/s", lambda r: r.get("prefill_tok_s")),
                              ("decode tok/s", lambda r: r.get("decode_tok_s") or r.get("skipped")),
