@@ -9,10 +9,12 @@ evaluation needed). When the search will fine-tune every trial after its one-sho
 is the one left after that recovery: one-shot pruning of LeNet-300-100's first layer to 90% loses most of its
 accuracy yet fine-tunes back to within a fraction of a point (Deep Compression's retraining), so ranking by the
 one-shot drift keeps the search away from sparsity altogether. With a ``recovery`` the caller supplies, each
-pair is scored on a recovered copy instead, minus the score of the untouched model recovered the same way
-(fine-tuning alone moves the outputs too). Results go to a JSON cache file keyed by the model's weights, the
-data, the probe budget and the recovery, written after every measurement: a rerun (or ``compress
---target-size``) measures only what is missing, and an interrupted analysis resumes.
+option the search may choose, sparsity × codebook pairs included (recovered costs do not add up: a codebook
+applied after the fine-tuning that won a pruning back is not recovered itself), is scored on a recovered copy
+instead, minus the score of the untouched model recovered the same way (fine-tuning alone moves the outputs).
+Results go to a JSON cache file keyed by the model's weights, the data, the probe budget and the recovery,
+written after every measurement: a rerun (or ``compress --target-size``) measures only what is missing, and an
+interrupted analysis resumes.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class SensitivityTable:
     recovery: str = ""  # the recovery each pair was scored after (its recovery_key), "" for one-shot
 
     def score(self, group: str, setting: Setting) -> float:
-        """The setting's score, pairs scored as the sum of their single settings' scores."""
-        return sum(self.scores[group][s.key] for s in setting.singles)
+        """The setting's score; a pair not measured itself (one-shot analyses) scores the sum of its singles."""
+        measured = self.scores[group]
+        return measured[setting.key] if setting.key in measured else sum(measured[s.key] for s in setting.singles)
 
     def to_dict(self) -> dict[str, Any]:
         return {"proxy": self.proxy, "metric": self.metric_name, "cache_file": str(self.cache_file or ""),
@@ -213,9 +216,10 @@ def analyze_sensitivity(bundle: ModelBundle, data: str, settings: list[Setting],
     path = _cache_file(bundle, str(spec), config, cache_dir or default_cache_dir(), recovery_key)
     cache = _read_cache(path)
     probe = Probe(bundle, spec, config.proxy, config.windows, config.seq_len, config.samples)
-    todo = [(g, s) for g in groups for s in settings if s.key not in cache["scores"].get(g.name, {})]
+    scored = settings if recovery is None else search_options(settings)
+    todo = [(g, s) for g in groups for s in scored if s.key not in cache["scores"].get(g.name, {})]
     if todo:
-        console.print(f"sensitivity: {len(todo)} of {len(groups) * len(settings)} (group, setting) pairs to measure "
+        console.print(f"sensitivity: {len(todo)} of {len(groups) * len(scored)} (group, setting) pairs to measure "
                       f"({len(groups)} groups; cache {path})")
         probe.reference(bundle)
         score = _scorer(bundle, probe, cache, recovery, lambda: _write_cache(path, cache))
@@ -225,6 +229,6 @@ def analyze_sensitivity(bundle: ModelBundle, data: str, settings: list[Setting],
                 _write_cache(path, cache)
                 advance(1)
     _measure_bytes(bundle, groups, search_options(settings), cache, lambda: _write_cache(path, cache))
-    scores = {g.name: {s.key: cache["scores"][g.name][s.key] for s in settings} for g in groups}
+    scores = {g.name: {s.key: cache["scores"][g.name][s.key] for s in scored} for g in groups}
     return SensitivityTable(groups, settings, scores, cache["bytes"], probe.metric_name, config.proxy, path,
                             probe.evaluations, recovery=recovery_key)

@@ -123,18 +123,22 @@ def test_with_finetuning_the_sensitivity_is_the_cost_left_after_recovery(tmp_pat
     """One-shot 90% pruning looks ruinous; after the trials' fine-tuning most of it is won back, and the ranking
     the search follows must say so (scored minus the untouched model fine-tuned the same way, cached apart)."""
     from slimkit.eval.sensitivity import SensitivityConfig, analyze_sensitivity
+    from slimkit.eval.settings import Setting
     from slimkit.search.run import sensitivity_for_search
     from slimkit.train.recipe_training import TrainSection
 
     bundle = trained_lenet_digits()
     before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
-    settings, probe = parse_tries(["sparsity=0.9"]), SensitivityConfig(samples=256)
+    settings, probe = parse_tries(["sparsity=0.9", "codebook=2"]), SensitivityConfig(samples=256)
     one_shot = analyze_sensitivity(bundle, "digits", settings, probe, tmp_path)
     cfg = EvalConfig(data="digits")
     recovered = sensitivity_for_search(bundle, cfg, settings, probe, tmp_path, TrainSection(epochs=2))
     assert recovered.cache_file != one_shot.cache_file and recovered.recovery.startswith("finetune")
     for group, scores in recovered.scores.items():
         assert scores["sparsity=0.9"] < 0.6 * one_shot.scores[group]["sparsity=0.9"], group
+    pair = Setting(codebook=2, sparsity=0.9)  # measured itself: the codebook comes after the fine-tuning
+    assert all(recovered.score(g, pair) == scores[pair.key] != scores["sparsity=0.9"] + scores["codebook=2"]
+               for g, scores in recovered.scores.items())
     assert all(torch.equal(before[k], v) for k, v in bundle.model.state_dict().items())  # the original untouched
     again = sensitivity_for_search(bundle, cfg, settings, probe, tmp_path, TrainSection(epochs=2))
     assert again.evaluations == 0 and again.scores == recovered.scores
