@@ -14,9 +14,9 @@ and ``--calib-samples`` shorten it). Sections (``--sections``, written after eve
   gguf.quants one (Q8_0: ≤). The llama.cpp and GPTQ Q4_0 / Q8_0 files stay in ``/tmp/slimkit-llm-deploy``.
 * ``speed``: batch 1, a ``--prompt-len`` prompt from the eval split, ``--new-tokens`` greedy tokens, all rows
   timed round-robin (best of ``--rounds``): transformers ``generate`` on fp32 (the baseline), slimkit's own
-  greedy loop on fp32 / bf16 / packed int8 weight-only / packed int8 dynamic / packed int4 on the Q4_0 grid
-  (the values of the Q4_0 GGUF), each of these also with a static KV cache and the decode step compiled by
-  inductor (:mod:`slimkit.eval.compiled_decode`; a model dynamo cannot compile gets a row saying why; a
+  greedy loop on fp32 / bf16 / packed int8 weight-only / int8 dynamic / int4 on the Q4_0 grid (the Q4_0 GGUF's
+  values; the tied lm_head float, or packed too), each also with a static KV cache and the decode step compiled
+  by inductor (:mod:`slimkit.eval.compiled_decode`; a model dynamo cannot compile gets a row saying why; a
   packed kernel is judged by its faster path), and llama.cpp on its own and on slimkit's GPTQ Q4_0 / Q8_0
   files when ``llama-cpp-python`` is installed (else those rows say so). Targets: packed int4 decode ≥ 5×,
   int8 ≥ 4× and compiled fp32 ≥ 2.5× transformers' fp32 generate; prefill of every packed row ≥ 1.0× slimkit
@@ -178,8 +178,7 @@ COMPILED = " compiled (static cache)"
 
 
 def speed_variants(base: Any) -> list[tuple[str, Any]]:
-    """The models slimkit's own loops time: float, and every packed kernel (each also compiled, see
-    :func:`run_speed`)."""
+    """The models slimkit's own loops time: float, and every packed kernel (each also compiled)."""
     everything = Targets(exclude=())  # lm_head included (tied: the embedding reads the Q4_0 values too)
 
     def build(*configs: Any, bf16: bool = False) -> Any:
@@ -198,8 +197,7 @@ def speed_variants(base: Any) -> list[tuple[str, Any]]:
 
 def compiled_workload(name: str, model: Any, prompt: torch.Tensor, n: int, rows: list[dict[str, Any]]
                       ) -> Callable[[], tuple[float, float]] | None:
-    """The compiled decoder of ``model`` after one warm-up run (its compilation), or ``None`` with a row
-    saying why inductor could not compile it."""
+    """The compiled decoder of ``model`` after a warm-up run (compiling it), or ``None`` and a row saying why."""
     try:
         decoder = CompiledGreedy(model, prompt.shape[1] + n)
         decoder.run(prompt, n)
@@ -229,10 +227,9 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
     workloads: list[tuple[str, Callable[[], tuple[float, float]]]] = [
         ("transformers generate fp32", lambda: _hf_generate(sm.bundle.model, prompt, n))]
     variants = speed_variants(sm.bundle)
-    # the dtype the model runs in: activation_dtype auto keeps float32 on CPUs without native bf16
-    activations = {"transformers generate fp32": "float32"}
-    activations |= {label: str(float_dtype(m)).removeprefix("torch.") for n, m in variants
-                    for label in (n, n.replace(" eager", "") + COMPILED)}
+    activations = {"transformers generate fp32": "float32"}  # activation_dtype auto: float32 without native bf16
+    for v, m in variants:
+        activations[v] = activations[v.replace(" eager", "") + COMPILED] = str(float_dtype(m)).removeprefix("torch.")
     for name, model in variants:
         workloads.append((name, lambda m=model: _timing(timed_greedy_run(m, prompt, n))))
     for name, model in variants:  # the same models, the decode step compiled by inductor
@@ -265,7 +262,7 @@ def run_speed(args: argparse.Namespace, rows: list[dict[str, Any]], write: Calla
     write()
 
 
-def _timing(t: Any) -> tuple[float, float]:
+def _timing(t: Any) -> tuple[float, float]:  # (prefill ms, decode ms)
     return t.prefill_ms, t.decode_ms
 
 
@@ -310,10 +307,9 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                        f"{r['slimkit_values_exact']}")
     speed = {r["variant"]: r for r in rows if r["section"] == "speed" and "decode_tok_s" in r}
     hf, fp32 = speed.get("transformers generate fp32"), speed.get("slimkit fp32 eager")
-    packed = (INT4, INT4_HEAD, INT8_WEIGHT, INT8_DYNAMIC)
     for name, target in ((INT4, 5.0), (INT4_HEAD, 5.0), (INT8_WEIGHT, 4.0), (INT8_DYNAMIC, 4.0),
                          ("slimkit fp32" + COMPILED, 2.5)):
-        if name in packed and speed.get(name + COMPILED, {}).get("decode_tok_s", 0) > \
+        if "packed" in name and speed.get(name + COMPILED, {}).get("decode_tok_s", 0) > \
                 speed.get(name, {}).get("decode_tok_s", 0):
             name += COMPILED  # a packed kernel is judged by its faster path, eager or compiled
         r = speed.get(name)
